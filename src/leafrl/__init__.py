@@ -1,0 +1,19 @@
+"""leafrl: LEAF (Low-rank Exploration with Adaptive Forking) RL post-training for speech-aware LLMs.
+
+The pure core (torch only) is re-exported here; everything else lives in its own module.
+"""
+
+from leafrl.advantages import LeafConfig, LeafStats, LeafTree, grpo_advantages, leaf_advantages
+from leafrl.losses import policy_loss
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "LeafConfig",
+    "LeafStats",
+    "LeafTree",
+    "grpo_advantages",
+    "leaf_advantages",
+    "policy_loss",
+    "__version__",
+]
