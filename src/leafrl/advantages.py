@@ -18,7 +18,7 @@ The algorithm is ``../shared/spec/leaf-method.md`` (arXiv 2606.07610), step by s
 Everything runs for all groups at once, with a loop over the B boundary rounds only.
 
 Prefix equality is exact, without hashing and without a [G, M, M, T] comparison: with token
-ids shifted to y = id + 1 (0 on padding), two rows share the padded prefix y[:p] iff
+ids y as float64 (-1 on padding), two rows share the padded prefix y[:p] iff
 sum_{t<p} (y_i,t - y_j,t)^2 = A_i + A_j - 2 C_ij = 0, where A and C come from batched float64
 matrix products of integers below 2^53, so every partial sum is exact. Equal padded prefixes
 are exactly the spec's keys y[:min(p, L)] (padding differs from every real token).
@@ -159,7 +159,7 @@ def _trie_boundaries(tok: torch.Tensor, length: torch.Tensor, valid: torch.Tenso
     """Extension: every distinct pairwise longest-common-prefix length >= first, i.e. each
     divergence point of the group's prefix trie (and the end of identical responses).
 
-    tok [G, M, T] (0 on padding), length / valid [G, M] -> boundaries [G, P], ascending, -1
+    tok [G, M, T] (-1 on padding), length / valid [G, M] -> boundaries [G, P], ascending, -1
     on empty slots. Costs a [G, M, M, T] comparison, unlike the surprisal boundaries.
     """
     g, m, t = tok.shape
@@ -186,7 +186,7 @@ def _ascending(pos: torch.Tensor) -> torch.Tensor:
 
 def _same_prefix(tok: torch.Tensor, valid: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     """same [G, P, M, M]: rows i and j of a group share the padded prefix tok[:p] at each
-    valid boundary p (spec step 2's key equality). tok [G, M, T] float64 (id + 1, 0 on padding).
+    valid boundary p (spec step 2's key equality). tok [G, M, T] float64 ids, -1 on padding.
 
     sum_{t<p} (y_i - y_j)^2 = A_i + A_j - 2 C_ij with C_ij = sum_{t<p} y_i y_j and A_i = C_ii:
     one batched product of integer-valued float64 matrices, exact below 2^53.
@@ -248,7 +248,7 @@ def leaf_advantages(
     lengths = completion_mask.sum(1)  # [N]
     length = lay.by_group(lengths, 0)  # [G, M]
     x, reward_range = centred_rewards(rewards, lay)  # [G, M], [G]
-    tok = _shifted_tokens(completion_ids, completion_mask)  # [N, T] id + 1, 0 on padding
+    tok = _padded_tokens(completion_ids, completion_mask)  # [N, T] float64, -1 on padding
 
     # Step 1: boundaries [G, P], ascending, -1 on empty slots.
     first = max(1, config.min_prefix_tokens)
@@ -258,10 +258,10 @@ def leaf_advantages(
         score = lay.by_group(score, -math.inf).amax(1)  # [G, T] best candidate of the group
         bound = _surprisal_boundaries(score, length, config.fork_budget)
     else:
-        bound = _trie_boundaries(lay.by_group(tok, 0.0), length, lay.valid, first)
+        bound = _trie_boundaries(lay.by_group(tok, -1.0), length, lay.valid, first)
 
     # Step 2: nodes. same[g, b, i, j]: rows i, j share their key at boundary b.
-    same = _same_prefix(lay.by_group(tok, 0.0), lay.valid, bound)  # [G, P, M, M]
+    same = _same_prefix(lay.by_group(tok, -1.0), lay.valid, bound)  # [G, P, M, M]
     size = same.sum(3)  # [G, P, M]
     member = size >= 2  # nested: a member at boundary b is a member at every earlier one
     node_value = (same * x[:, None, None, :]).sum(3) / size.clamp(min=1)  # [G, P, M]
@@ -324,17 +324,17 @@ def _spans(x, root, node_value, size, depth, bound, length, valid, terms):
     return raw, start, end, internal, span_valid
 
 
-def _shifted_tokens(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[N, T] float64 id + 1 on real tokens, 0 on padding, for the exact prefix test."""
+def _padded_tokens(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[N, T] float64 ids, -1 on padding (unlike any real id), for the exact prefix test."""
     if ids.numel() == 0:
         return ids.double()
     low, high = torch.aminmax(ids)  # over padding too: a cheap, conservative bound
     if low < 0 and bool((ids < 0).logical_and_(mask).any()):
         raise ValueError("completion_ids: real tokens must be ids >= 0")
-    if (int(high) + 1) ** 2 * ids.shape[1] >= 2**53:
+    if 4 * (int(high) + 1) ** 2 * ids.shape[1] >= 2**53:  # bounds every partial sum of A, C
         raise ValueError(f"completion_ids: ids up to {int(high)} over {ids.shape[1]} tokens are "
-                         "beyond the exact float64 prefix test ((max id + 1)^2 * T < 2^53)")
-    return ids.double().add_(1).masked_fill_(~mask, 0.0)
+                         "beyond the exact float64 prefix test (4 (max id + 1)^2 T < 2^53)")
+    return ids.double().masked_fill_(~mask, -1.0)
 
 
 def _spread(span_adv: torch.Tensor, cut: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
