@@ -1,0 +1,143 @@
+"""What every model family provides, and the family-free operations built on it.
+
+Notation used for tensor shapes:
+    N rows, P prompt tokens (left-padded), T completion tokens (right-padded), V vocab.
+
+A family (Qwen2-Audio, Granite Speech, text-only causal LMs) differs only in a small adapter
+that turns prompts and audio into model inputs. Everything else here, from repeating rows K
+times to the log-probabilities of given completions, is written once for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from leafrl.audio.io import AudioError
+
+
+@runtime_checkable
+class SpeechLMAdapter(Protocol):
+    """One model family. Built by its ``load`` classmethod together with the model.
+
+    family: the name users and logs see ("qwen2_audio", "granite_speech", "text").
+    sampling_rate: the rate audio must have (None for text-only models).
+    max_audio_seconds: the longest audio one prompt can carry (None: no audio or no limit).
+    row_keys: the model-input keys whose first dimension is the row; they follow the rows
+        when a batch is repeated K times or cut into micro-batches.
+    pad_token_id / eos_token_ids: for generation and for cutting completions.
+    keeps_logits: the model's forward takes ``logits_to_keep`` (computes only the logits asked).
+    """
+
+    family: str
+    sampling_rate: int | None
+    max_audio_seconds: float | None
+    row_keys: tuple[str, ...]
+    pad_token_id: int
+    eos_token_ids: list[int]
+    keeps_logits: bool
+
+    @classmethod
+    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, SpeechLMAdapter]:
+        """Load (model, adapter) from a hub name or a local directory in the HF layout."""
+        ...
+
+    def build_prompt(self, text: str, system: str | None = None) -> str:
+        """The full prompt string: chat template, the family's audio placeholder, generation cue."""
+        ...
+
+    def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
+               ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch of built prompts (left-padded for generation).
+
+        ``audios[i]`` is float32 mono at ``sampling_rate``; ``ids[i]`` names row i in errors.
+        """
+        ...
+
+    def decode(self, completion_ids: torch.Tensor) -> list[str]:
+        """Completion ids [N, T] -> texts, special tokens and padding removed."""
+        ...
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding (prompts end where generation starts); a pad token is required."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer: a pad token is required (set tokenizer.pad_token before loading)")
+    return tokenizer
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a response: the model's generation config (which lists chat models'
+    end-of-turn tokens too), else the tokenizer's eos."""
+    ids = model.generation_config.eos_token_id
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        raise ValueError("model.generation_config.eos_token_id and tokenizer.eos_token_id are both "
+                         "unset: leafrl cannot tell where a response ends")
+    return sorted({ids} if isinstance(ids, int) else set(ids))
+
+
+def check_audio_fits(audios: Sequence[np.ndarray], ids: Sequence[str], sampling_rate: int,
+                     max_seconds: float | None, family: str) -> None:
+    """Refuse audio longer than the family's feature window, naming the row.
+
+    Whisper-style extractors cut features at their window while the processor may count
+    audio tokens from the whole clip; the mismatch otherwise crashes deep in transformers.
+    Trim upstream (``load_audio(..., max_seconds=..., too_long="trim")``) to keep such rows.
+    """
+    if max_seconds is None:
+        return
+    limit = int(round(max_seconds * sampling_rate))
+    for audio, row_id in zip(audios, ids):
+        if len(audio) > limit:
+            raise AudioError(
+                f"example {row_id!r}: audio of {len(audio) / sampling_rate:.2f} s exceeds the "
+                f"{max_seconds:g} s feature window of {family}; trim it when loading "
+                f"(max_seconds={max_seconds:g}, too_long='trim') or drop the row"
+            )
+
+
+def repeat_rows(inputs: dict[str, torch.Tensor], k: int, row_keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Repeat every row k times in place order (row i -> rows i*k .. i*k+k-1)."""
+    return {key: v.repeat_interleave(k, dim=0) if key in row_keys else v for key, v in inputs.items()}
+
+
+def slice_rows(inputs: dict[str, torch.Tensor], rows: slice | torch.Tensor,
+               row_keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The micro-batch of ``rows`` (a slice or an index tensor)."""
+    return {key: v[rows] if key in row_keys else v for key, v in inputs.items()}
+
+
+def generation_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as ``generate`` makes them: count of real tokens before, 0 on padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor,
+                        completion_mask: torch.Tensor, keeps_logits: bool) -> torch.Tensor:
+    """Log-probabilities of given completions under ``model`` -> [N, T] float32 (0 on padding).
+
+    Shapes: inputs["input_ids"] / ["attention_mask"] [N, P] (left-padded prompts, plus any
+    audio keys of the family), completion_ids [N, T] int, completion_mask [N, T] bool.
+    Positions follow ``generate``'s convention, so on-policy ratios are exactly 1.
+    keeps_logits: pass ``logits_to_keep`` so the model computes only the T + 1 logits needed.
+    """
+    n = inputs["input_ids"].shape[0]
+    t = completion_ids.shape[1]
+    if completion_ids.shape[0] != n or completion_mask.shape != completion_ids.shape:
+        raise ValueError(f"completion_ids / completion_mask: expected [{n}, T] for {n} prompt rows, "
+                         f"got {list(completion_ids.shape)} and {list(completion_mask.shape)}")
+    attention = torch.cat([inputs["attention_mask"], completion_mask.to(inputs["attention_mask"].dtype)], 1)
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    if keeps_logits:
+        extra["logits_to_keep"] = t + 1
+    out = model(input_ids=torch.cat([inputs["input_ids"], completion_ids], 1), attention_mask=attention,
+                position_ids=generation_positions(attention), use_cache=False, **extra)
+    logits = out.logits[:, -t - 1:-1].float()  # [N, T, V]: position P-1+j predicts token j
+    picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
+    return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)

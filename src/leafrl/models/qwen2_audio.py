@@ -1,0 +1,61 @@
+"""Qwen2-Audio (``Qwen2AudioForConditionalGeneration``): Whisper-style log-mel features padded
+to a fixed window, ``<|AUDIO|>`` expanded by the processor, ``feature_attention_mask``.
+
+The built-in tiny SALLM is a model of this class, so it loads through this adapter too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from leafrl.models.base import check_audio_fits, eos_token_ids, prepare_tokenizer
+
+
+@dataclass
+class Qwen2AudioAdapter:
+    processor: Any
+    eos_token_ids: list[int]
+    family: str = "qwen2_audio"
+    row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "feature_attention_mask")
+    keeps_logits: bool = False  # its forward computes logits for every position
+    sampling_rate: int = field(init=False)
+    max_audio_seconds: float = field(init=False)
+    pad_token_id: int = field(init=False)
+
+    @classmethod
+    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, Qwen2AudioAdapter]:
+        from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+        processor = AutoProcessor.from_pretrained(name_or_path)
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype)
+        return model, cls(processor, eos_token_ids(model, processor.tokenizer))
+
+    def __post_init__(self) -> None:
+        self.pad_token_id = prepare_tokenizer(self.processor.tokenizer).pad_token_id
+        extractor = self.processor.feature_extractor
+        self.sampling_rate = extractor.sampling_rate
+        self.max_audio_seconds = extractor.n_samples / extractor.sampling_rate
+
+    def build_prompt(self, text: str, system: str | None = None) -> str:
+        messages = [] if system is None else [{"role": "system", "content": system}]
+        messages.append({"role": "user", "content": [{"type": "audio", "audio_url": "<audio>"},
+                                                      {"type": "text", "text": text}]})
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
+               ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        if audios is None or len(audios) != len(prompts):
+            raise ValueError(f"audios: qwen2_audio needs one clip per prompt, got "
+                             f"{None if audios is None else len(audios)} for {len(prompts)} prompts")
+        check_audio_fits(audios, ids, self.sampling_rate, self.max_audio_seconds, self.family)
+        batch = self.processor(text=list(prompts), audio=list(audios), sampling_rate=self.sampling_rate,
+                               return_tensors="pt", padding=True)
+        return {k: batch[k] for k in self.row_keys}
+
+    def decode(self, completion_ids: torch.Tensor) -> list[str]:
+        return self.processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)

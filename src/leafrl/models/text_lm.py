@@ -1,0 +1,57 @@
+"""Text-only causal LMs (any ``AutoModelForCausalLM``): LEAF is not speech-specific.
+
+Prompts go through the tokenizer's chat template when it has one, else they are used as
+written (with the system text, if any, on a line before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from leafrl.models.base import eos_token_ids, prepare_tokenizer
+
+
+@dataclass
+class TextLMAdapter:
+    tokenizer: Any
+    eos_token_ids: list[int]
+    family: str = "text"
+    row_keys: tuple[str, ...] = ("input_ids", "attention_mask")
+    keeps_logits: bool = True
+    sampling_rate: None = None
+    max_audio_seconds: None = None
+    pad_token_id: int = field(init=False)
+
+    @classmethod
+    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, TextLMAdapter]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+        return model, cls(tokenizer, eos_token_ids(model, tokenizer))
+
+    def __post_init__(self) -> None:
+        self.pad_token_id = prepare_tokenizer(self.tokenizer).pad_token_id
+
+    def build_prompt(self, text: str, system: str | None = None) -> str:
+        if self.tokenizer.chat_template is None:
+            return text if system is None else f"{system}\n{text}"
+        messages = [] if system is None else [{"role": "system", "content": system}]
+        messages.append({"role": "user", "content": text})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
+               ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        if audios is not None and any(a is not None for a in audios):
+            raise ValueError(f"audios: a text-only model cannot take audio (rows {list(ids)[:3]}...); "
+                             "use a text dataset or a speech model")
+        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: batch[k] for k in self.row_keys}
+
+    def decode(self, completion_ids: torch.Tensor) -> list[str]:
+        return self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)

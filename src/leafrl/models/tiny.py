@@ -1,0 +1,93 @@
+"""The built-in tiny SALLM: a randomly initialised ``Qwen2AudioForConditionalGeneration`` of a
+few million parameters with a byte-level BPE tokenizer trained on the task's own text.
+
+It is small enough to train on a laptop CPU in minutes, and it is a real transformers class:
+once saved, it loads, trains and generates through the same Qwen2-Audio adapter as the 7B
+model. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# the tokens the Qwen2-Audio processor and its default chat template use
+PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+AUDIO, AUDIO_BOS, AUDIO_EOS = "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, AUDIO, AUDIO_BOS, AUDIO_EOS]
+
+
+@dataclass(frozen=True)
+class TinySize:
+    """Dimensions of the tiny SALLM (defaults: the built-in model)."""
+
+    vocab_size: int = 1024
+    n_mels: int = 80
+    window_seconds: int = 8  # the Whisper-style feature window
+    audio_dim: int = 128
+    audio_layers: int = 2
+    audio_heads: int = 4
+    text_dim: int = 192
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    max_positions: int = 1024
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: list[str] = SPECIAL_TOKENS,
+                    pad: str = PAD, eos: str = EOS) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts`` (any text encodes; frequent words are
+    single tokens), wrapped as a transformers fast tokenizer; ``special_tokens`` stay whole."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    core.train_from_iterator(texts, trainer)
+    extra = [t for t in special_tokens if t not in (pad, eos)]
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=pad, eos_token=eos,
+                                   additional_special_tokens=extra)
+
+
+def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: int = 0) -> tuple[Any, Any]:
+    """(model, processor) of a fresh tiny SALLM whose tokenizer is trained on ``texts``.
+
+    Save both with ``save_pretrained(dir)``; ``load_speech_lm(dir)`` reloads them.
+    """
+    import torch
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = train_tokenizer(texts, size.vocab_size)
+    extractor = WhisperFeatureExtractor(feature_size=size.n_mels, sampling_rate=16000, hop_length=160,
+                                        chunk_length=size.window_seconds, n_fft=400)
+    processor = Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+    config = Qwen2AudioConfig(
+        audio_config={
+            "d_model": size.audio_dim, "encoder_layers": size.audio_layers,
+            "encoder_attention_heads": size.audio_heads, "encoder_ffn_dim": 4 * size.audio_dim,
+            "num_mel_bins": size.n_mels, "max_source_positions": int(extractor.nb_max_frames) // 2,
+        },
+        text_config={
+            "model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": size.text_dim,
+            "intermediate_size": 4 * size.text_dim, "num_hidden_layers": size.text_layers,
+            "num_attention_heads": size.text_heads, "num_key_value_heads": size.text_kv_heads,
+            "max_position_embeddings": size.max_positions, "tie_word_embeddings": True,
+        },
+        audio_token_index=tokenizer.convert_tokens_to_ids(AUDIO),
+    )
+    torch.manual_seed(seed)
+    model = Qwen2AudioForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.leafrl_tiny_size = asdict(size)  # recorded in config.json
+    return model, processor

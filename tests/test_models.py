@@ -1,0 +1,219 @@
+"""One conformance suite for every model family, on tiny random-config instances of the real
+transformers classes saved to disk and reloaded through ``load_speech_lm``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from leafrl.audio.io import AudioError
+from leafrl.models import (
+    attach_lora,
+    completion_logprobs,
+    family_of,
+    load_speech_lm,
+    repeat_rows,
+    slice_rows,
+)
+from leafrl.models.tiny import TinySize, build_tiny_sallm, train_tokenizer
+
+TEXTS = ["drei rote Äpfel und ein blaues Auto", "there are three apples on the table",
+         "Translate the English speech into German.", "How many cars are there?"] * 20
+TINY = TinySize(vocab_size=320, n_mels=32, window_seconds=3, audio_dim=32, audio_layers=1,
+                audio_heads=2, text_dim=32, text_layers=2, text_heads=2, text_kv_heads=1,
+                max_positions=512)
+GRANITE_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
+GRANITE_TEMPLATE = ("{% for m in messages %}<|start_of_role|>{{ m['role'] }}<|end_of_role|>"
+                    "{{ m['content'] }}<|end_of_text|>\n{% endfor %}"
+                    "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}")
+
+
+def save_qwen2_audio(path):
+    model, processor = build_tiny_sallm(TEXTS, TINY)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+
+
+def granite_parts():
+    """A tiny Granite Speech model and tokenizer, and its modality LoRA as a peft model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
+
+    tok = train_tokenizer(TEXTS, 320, GRANITE_SPECIALS, pad="<|pad|>", eos="<|end_of_text|>")
+    tok.chat_template = GRANITE_TEMPLATE
+    config = GraniteSpeechConfig(
+        encoder_config={"input_dim": 160, "num_layers": 1, "hidden_dim": 32, "num_heads": 2,
+                        "dim_head": 16, "output_dim": 8, "context_size": 20, "conv_kernel_size": 3},
+        projector_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                          "intermediate_size": 64, "encoder_hidden_size": 32},
+        text_config={"model_type": "granite", "vocab_size": len(tok), "hidden_size": 32,
+                     "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "max_position_embeddings": 512},
+        audio_token_index=tok.convert_tokens_to_ids("<|audio|>"), has_lora_adapter=True)
+    torch.manual_seed(0)
+    model = GraniteSpeechForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    # a non-zero modality LoRA on the language model, as the released checkpoints ship one
+    lora = LoraConfig(r=4, target_modules=r".*language_model.*\.(q_proj|v_proj)", init_lora_weights=False)
+    return model, tok, lambda: get_peft_model(model, lora)
+
+
+def save_granite(path):
+    """Laid out like the release: base weights, tokenizer, preprocessor config, and the
+    modality LoRA's adapter_config.json + adapter_model.safetensors in the same directory."""
+    model, tok, with_lora = granite_parts()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "preprocessor_config.json").write_text(json.dumps({
+        "feature_extractor_type": "GraniteSpeechFeatureExtractor", "sampling_rate": 16000,
+        "melspec_kwargs": {"sample_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160,
+                           "n_mels": 80}, "projector_window_size": 15, "projector_downsample_rate": 5}))
+    peft_model = with_lora()
+    peft_model.save_pretrained(path)
+    return peft_model
+
+
+def save_text(path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = train_tokenizer(TEXTS, 320)
+    tok.chat_template = GRANITE_TEMPLATE.replace("start_of_role", "im_start").replace(
+        "<|end_of_role|>", "\n").replace("<|end_of_text|>", "<|im_end|>")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+SAVERS = {"qwen2_audio": save_qwen2_audio, "granite_speech": save_granite, "text": save_text}
+
+
+@pytest.fixture(scope="module", params=sorted(SAVERS))
+def family(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param)
+    SAVERS[request.param](path)
+    model, adapter = load_speech_lm(str(path))
+    model.eval()
+    return request.param, model, adapter
+
+
+def batch(adapter, n=2):
+    rng = np.random.default_rng(0)
+    prompts = [adapter.build_prompt(t) for t in ("Translate the English speech into German.",
+                                                  "How many cars are there?")][:n]
+    audios = None
+    if adapter.sampling_rate is not None:
+        audios = [0.1 * rng.standard_normal(int(adapter.sampling_rate * s)).astype(np.float32)
+                  for s in (1.0, 2.3)][:n]
+    return prompts, audios, [f"row{i}" for i in range(n)]
+
+
+def test_family_and_left_padding(family):
+    name, _, adapter = family
+    assert adapter.family == name
+    inputs = adapter.encode(*batch(adapter))
+    assert set(inputs) == set(adapter.row_keys)
+    assert all(v.shape[0] == 2 for v in inputs.values())
+    assert inputs["attention_mask"][:, -1].all()  # prompts end where generation starts
+    assert not inputs["attention_mask"].all()  # the prompts differ in length: one is padded
+
+
+def test_repeat_and_slice_rows_follow_rows(family):
+    _, model, adapter = family
+    inputs = adapter.encode(*batch(adapter))
+    rep = repeat_rows(inputs, 3, adapter.row_keys)
+    assert all(v.shape[0] == 6 for v in rep.values())
+    with torch.no_grad():
+        one = model(**inputs).logits
+        three = model(**rep).logits
+        part = model(**slice_rows(rep, slice(3, 6), adapter.row_keys)).logits
+    torch.testing.assert_close(three, one.repeat_interleave(3, 0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(part, one[1:2].expand(3, -1, -1), atol=1e-5, rtol=1e-4)
+
+
+def test_generate_and_logprobs_of_given_completions(family):
+    """The log-probs recomputed by one forward equal those of the sampling call (ratio 1)."""
+    _, model, adapter = family
+    inputs = adapter.encode(*batch(adapter))
+    torch.manual_seed(1)
+    out = model.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=6,
+                         num_return_sequences=2, output_logits=True, return_dict_in_generate=True,
+                         pad_token_id=adapter.pad_token_id, eos_token_id=adapter.eos_token_ids)
+    prompt_len = inputs["input_ids"].shape[1]
+    completion = out.sequences[:, prompt_len:]  # [4, T]
+    ended = torch.isin(completion, torch.tensor(adapter.eos_token_ids))
+    after_eos = (ended.cumsum(1) - ended.long()) > 0
+    mask = ~after_eos
+    sampled = torch.stack(out.logits, 1).log_softmax(-1).gather(2, completion[:, :, None])[:, :, 0]
+    with torch.no_grad():
+        recomputed = completion_logprobs(model, repeat_rows(inputs, 2, adapter.row_keys), completion,
+                                         mask, adapter.keeps_logits)
+    torch.testing.assert_close(recomputed[mask], sampled[mask], atol=1e-4, rtol=1e-4)
+    assert not recomputed[~mask].any()
+    # a row alone gives the same log-probs as inside the padded batch
+    with torch.no_grad():
+        alone = completion_logprobs(model, slice_rows(inputs, slice(0, 1), adapter.row_keys),
+                                    completion[:1], mask[:1], adapter.keeps_logits)
+    torch.testing.assert_close(alone, recomputed[:1], atol=1e-4, rtol=1e-4)
+    assert len(adapter.decode(completion)) == 4
+
+
+def test_lora_starts_as_the_reference_and_trains_only_the_language_model(family):
+    _, model, adapter = family
+    inputs = adapter.encode(*batch(adapter))
+    with torch.no_grad():
+        before = model(**inputs).logits
+    peft_model = attach_lora(model, rank=4, alpha=8, dropout=0.0)
+    try:
+        trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+        assert trainable and all("lora_" in n for n in trainable)
+        if adapter.family != "text":
+            assert all("language_model" in n for n in trainable)
+        with torch.no_grad():
+            after = peft_model(**inputs).logits
+            with peft_model.disable_adapter():
+                reference = peft_model(**inputs).logits
+        torch.testing.assert_close(after, before)  # LoRA B starts at zero
+        torch.testing.assert_close(reference, before)
+    finally:
+        peft_model.unload()
+
+
+def test_audio_rows_are_checked(family):
+    _, _, adapter = family
+    prompts, audios, ids = batch(adapter)
+    if adapter.sampling_rate is None:
+        with pytest.raises(ValueError, match="audios"):
+            adapter.encode(prompts, [np.zeros(10, np.float32)] * 2, ids)
+        return
+    with pytest.raises(ValueError, match="audios"):
+        adapter.encode(prompts, None, ids)
+    if adapter.max_audio_seconds is not None:
+        too_long = np.zeros(int(adapter.sampling_rate * (adapter.max_audio_seconds + 0.2)), np.float32)
+        with pytest.raises(AudioError, match="row1"):
+            adapter.encode(prompts, [audios[0], too_long], ids)
+
+
+def test_granite_modality_lora_is_merged_exactly(tmp_path):
+    released = save_granite(tmp_path).eval()  # the base model with its modality LoRA on
+    merged, adapter = load_speech_lm(str(tmp_path))
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
+    inputs = adapter.encode(*batch(adapter))
+    with torch.no_grad():
+        expected = released(**inputs).logits
+        with released.disable_adapter():
+            without = released(**inputs).logits
+        got = merged(**inputs).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(without, expected, atol=1e-4)  # the modality LoRA matters
+
+
+def test_unknown_family_lists_the_supported_ones():
+    with pytest.raises(ValueError, match="qwen2_audio.*granite_speech|granite_speech.*qwen2_audio"):
+        family_of("wav2vec2")
+    assert family_of("llama").__name__ == "TextLMAdapter"
