@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEXTS, TINY
 from leafrl.audio.io import AudioError
 from leafrl.models import (
     attach_lora,
@@ -16,13 +17,8 @@ from leafrl.models import (
     repeat_rows,
     slice_rows,
 )
-from leafrl.models.tiny import TinySize, build_tiny_sallm, train_tokenizer
+from leafrl.models.tiny import build_tiny_sallm, train_tokenizer
 
-TEXTS = ["drei rote Äpfel und ein blaues Auto", "there are three apples on the table",
-         "Translate the English speech into German.", "How many cars are there?"] * 20
-TINY = TinySize(vocab_size=320, n_mels=32, window_seconds=3, audio_dim=32, audio_layers=1,
-                audio_heads=2, text_dim=32, text_layers=2, text_heads=2, text_kv_heads=1,
-                max_positions=512)
 GRANITE_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
 GRANITE_TEMPLATE = ("{% for m in messages %}<|start_of_role|>{{ m['role'] }}<|end_of_role|>"
                     "{{ m['content'] }}<|end_of_text|>\n{% endfor %}"

@@ -24,6 +24,7 @@ class SpeechLMAdapter(Protocol):
     """One model family. Built by its ``load`` classmethod together with the model.
 
     family: the name users and logs see ("qwen2_audio", "granite_speech", "text").
+    tokenizer: the text tokenizer (for targets and decoding).
     sampling_rate: the rate audio must have (None for text-only models).
     max_audio_seconds: the longest audio one prompt can carry (None: no audio or no limit).
     row_keys: the model-input keys whose first dimension is the row; they follow the rows
@@ -33,6 +34,7 @@ class SpeechLMAdapter(Protocol):
     """
 
     family: str
+    tokenizer: Any
     sampling_rate: int | None
     max_audio_seconds: float | None
     row_keys: tuple[str, ...]
@@ -59,6 +61,10 @@ class SpeechLMAdapter(Protocol):
 
     def decode(self, completion_ids: torch.Tensor) -> list[str]:
         """Completion ids [N, T] -> texts, special tokens and padding removed."""
+        ...
+
+    def save(self, model: Any, path: str) -> None:
+        """Save model and processor files so that ``load_speech_lm(path)`` reloads both."""
         ...
 
 

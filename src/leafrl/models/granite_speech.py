@@ -92,6 +92,20 @@ class GraniteSpeechAdapter:
     def decode(self, completion_ids: torch.Tensor) -> list[str]:
         return self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
 
+    def save(self, model: Any, path: str) -> None:
+        """Model (its modality LoRA already merged), tokenizer and feature settings."""
+        import json
+        from pathlib import Path
+
+        model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        mel = {k: self.extractor[k] for k in ("n_fft", "win_length", "hop_length", "n_mels")}
+        config = {"feature_extractor_type": "GraniteSpeechFeatureExtractor",
+                  "sampling_rate": self.sampling_rate, "melspec_kwargs": {"sample_rate": self.sampling_rate, **mel},
+                  "projector_window_size": self.extractor["projector_window_size"],
+                  "projector_downsample_rate": self.extractor["projector_downsample_rate"]}
+        (Path(path) / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
+
 
 def read_extractor_config(name_or_path: str) -> dict[str, int]:
     """The feature settings of a checkpoint's preprocessor_config.json (without building the

@@ -41,6 +41,10 @@ class Qwen2AudioAdapter:
         self.sampling_rate = extractor.sampling_rate
         self.max_audio_seconds = extractor.n_samples / extractor.sampling_rate
 
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
     def build_prompt(self, text: str, system: str | None = None) -> str:
         messages = [] if system is None else [{"role": "system", "content": system}]
         messages.append({"role": "user", "content": [{"type": "audio", "audio_url": "<audio>"},
@@ -59,3 +63,7 @@ class Qwen2AudioAdapter:
 
     def decode(self, completion_ids: torch.Tensor) -> list[str]:
         return self.processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+
+    def save(self, model: Any, path: str) -> None:
+        model.save_pretrained(path)
+        self.processor.save_pretrained(path)

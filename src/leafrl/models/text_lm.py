@@ -50,8 +50,14 @@ class TextLMAdapter:
         if audios is not None and any(a is not None for a in audios):
             raise ValueError(f"audios: a text-only model cannot take audio (rows {list(ids)[:3]}...); "
                              "use a text dataset or a speech model")
-        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        # a chat template writes its own special tokens; a plain prompt gets the tokenizer's
+        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True,
+                               add_special_tokens=self.tokenizer.chat_template is None)
         return {k: batch[k] for k in self.row_keys}
 
     def decode(self, completion_ids: torch.Tensor) -> list[str]:
         return self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+
+    def save(self, model: Any, path: str) -> None:
+        model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)

@@ -24,6 +24,7 @@ class TinySize:
 
     vocab_size: int = 1024
     n_mels: int = 80
+    hop_length: int = 320  # 20 ms frames: 12.5 audio tokens per second (Whisper: 10 ms, 25)
     window_seconds: int = 8  # the Whisper-style feature window
     audio_dim: int = 128
     audio_layers: int = 2
@@ -68,7 +69,7 @@ def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: in
     )
 
     tokenizer = train_tokenizer(texts, size.vocab_size)
-    extractor = WhisperFeatureExtractor(feature_size=size.n_mels, sampling_rate=16000, hop_length=160,
+    extractor = WhisperFeatureExtractor(feature_size=size.n_mels, sampling_rate=16000, hop_length=size.hop_length,
                                         chunk_length=size.window_seconds, n_fft=400)
     processor = Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tokenizer)
     config = Qwen2AudioConfig(
@@ -91,3 +92,11 @@ def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: in
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.leafrl_tiny_size = asdict(size)  # recorded in config.json
     return model, processor
+
+
+def new_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: int = 0) -> tuple[Any, Any]:
+    """(model, adapter) of a fresh tiny SALLM, ready to train like any loaded model."""
+    from leafrl.models.qwen2_audio import Qwen2AudioAdapter
+
+    model, processor = build_tiny_sallm(texts, size, seed)
+    return model, Qwen2AudioAdapter(processor, [model.generation_config.eos_token_id])

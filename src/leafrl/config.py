@@ -1,0 +1,165 @@
+"""Typed run configurations: one dataclass per command, one default per setting, YAML in and
+out, ``--set section.field=value`` overrides parsed into the dataclass and type-checked.
+
+Every default lives here (or, for LEAF's own options, in ``LeafConfig``); the CLI restates none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from leafrl.models.tiny import TinySize
+
+C = TypeVar("C")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA of the paper (authors' released configuration)."""
+
+    rank: int = 64  # paper: r 64
+    alpha: int = 128  # paper: alpha 128
+    dropout: float = 0.05  # paper: dropout 0.05 on q/k/v/o/gate/up/down
+
+
+@dataclass
+class SFTConfig:
+    """Supervised warm start (``leafrl sft``). Defaults suit the built-in tiny SALLM trained
+    from scratch on the built-in task; for a pretrained model use ``lora=true`` and a small lr."""
+
+    data: str | None = None
+    """A manifest directory (train/valid.jsonl) or save_to_disk dataset; None: the built-in task."""
+    model: str | None = None
+    """A hub name or local HF directory; None: a fresh built-in tiny SALLM."""
+    tiny: TinySize = field(default_factory=TinySize)
+    """Dimensions of the built-in tiny SALLM (used when model is None)."""
+    out: str = "runs/sft"
+    """Output directory: the trained model (HF format), config.yaml, metrics.jsonl, summary.json."""
+    steps: int = 1500
+    """Optimizer steps."""
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_frac: float = 0.05
+    min_lr_ratio: float = 0.1
+    """Cosine decay floor as a fraction of lr."""
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    lora: bool = False
+    """Train a LoRA (merged into the saved model) instead of all weights."""
+    lora_settings: LoraSettings = field(default_factory=LoraSettings)
+    eval_every: int = 500
+    eval_examples: int = 300
+    """Held-out examples decoded (greedy) for BLEU."""
+    max_new_tokens: int = 64
+    seed: int = 0
+    system: str | None = None
+    """An optional system prompt."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "eval_examples", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and 0 <= self.warmup_frac < 1 and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError("SFTConfig: need lr > 0, 0 <= warmup_frac < 1, 0 <= min_lr_ratio <= 1")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[C], data: dict, where: str = "") -> C:
+    """Build dataclass ``cls`` from a nested dict; unknown keys raise naming them."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{where or cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            value = from_dict(kind, value, f"{where or cls.__name__}.{key}")
+        kwargs[key] = _coerce(value, kind, f"{where or cls.__name__}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    """Check ``value`` against a field type (ints are accepted for floats)."""
+    union = isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union
+    options = typing.get_args(kind) if union else (kind,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        is_bool_for_int = option is int and isinstance(value, bool)
+        if isinstance(option, type) and isinstance(value, option) and not is_bool_for_int:
+            return value
+    raise ValueError(f"{name}: expected {kind}, got {value!r}")
+
+
+def apply_overrides(cfg: C, overrides: list[str]) -> C:
+    """``["lr=1e-4", "lora_settings.rank=16"]`` -> a new config; values are parsed as YAML."""
+    data = to_dict(cfg)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected section.field=value")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"--set {item!r}: {part!r} is not a section of {type(cfg).__name__}")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"--set {item!r}: unknown setting {key!r}")
+        node[leaf] = yaml.safe_load(raw)
+    return from_dict(type(cfg), data)
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
+                **given: Any) -> C:
+    """Defaults, then a YAML file, then ``given`` keyword values (CLI options), then overrides."""
+    data = to_dict(cls())
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+        data = _merge(data, loaded)
+    data.update({k: v for k, v in given.items() if v is not None})
+    return apply_overrides(from_dict(cls, data), overrides or [])
+
+
+def _merge(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for key, value in new.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if nested else value
+    return out
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

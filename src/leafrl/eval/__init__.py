@@ -1,0 +1,1 @@
+"""Held-out evaluation: metrics and decoding passes over a dataset."""

@@ -1,0 +1,34 @@
+"""Examples -> model inputs through a family adapter: read each clip at the model's rate and
+build each prompt with the family's chat template and audio placeholder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from leafrl.audio.io import load_audio
+
+
+def encode_examples(adapter: Any, examples: Sequence[Any], system: str | None = None) -> dict[str, torch.Tensor]:
+    """Model inputs (prompt rows, left-padded) for ``examples`` (leafrl.data.Example)."""
+    prompts = [adapter.build_prompt(ex.prompt, system) for ex in examples]
+    ids = [ex.id for ex in examples]
+    audios = None
+    if adapter.sampling_rate is not None:
+        audios = [load_audio(ex.audio, sampling_rate=adapter.sampling_rate, example_id=ex.id)
+                  for ex in examples]
+    return adapter.encode(prompts, audios, ids)
+
+
+def encode_targets(tokenizer: Any, texts: Sequence[str], eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference texts -> (ids [N, T], mask [N, T]) right-padded, each ending with eos."""
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos_token_id] for t in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = True
+    return ids, mask

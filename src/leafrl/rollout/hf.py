@@ -1,0 +1,75 @@
+"""Rollouts with transformers' ``generate``, batched across prompts.
+
+Notation used for tensor shapes:
+    N rows (prompts x samples per prompt), P prompt tokens, T completion tokens.
+
+One call returns everything LEAF needs from the sampling itself: completion ids, the mask
+(real tokens up to and including the first end-of-sequence token) and the surprisal of each
+sampled token, so LEAF costs no extra decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+SURPRISAL_SOURCES = ("processed", "raw")
+
+
+@dataclass(frozen=True)
+class Completions:
+    """ids [N, T] (pad after the end), mask [N, T] bool, surprisal [N, T] float32 (NaN on
+    padding; None when not asked for). Row i*k .. i*k+k-1 are the k samples of prompt i."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    surprisal: torch.Tensor | None
+
+
+def completion_mask(ids: torch.Tensor, eos_token_ids: list[int]) -> torch.Tensor:
+    """[N, T] True up to and including each row's first end-of-sequence token."""
+    ended = torch.isin(ids, torch.tensor(eos_token_ids, device=ids.device))
+    return (ended.long().cumsum(1) - ended.long()) == 0
+
+
+@torch.no_grad()
+def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], *,
+                         max_new_tokens: int, num_samples: int = 1, do_sample: bool = True,
+                         temperature: float = 1.0, top_p: float = 1.0,
+                         surprisal: str | None = "processed") -> Completions:
+    """Sample ``num_samples`` completions per prompt row of ``inputs`` (an adapter's encode).
+
+    surprisal: "processed" reads -log p from the distribution actually sampled from (after
+    temperature and top-p: the LEAF authors' choice), "raw" from the model's own logits,
+    None skips it (greedy evaluation).
+    """
+    if surprisal is not None and surprisal not in SURPRISAL_SOURCES:
+        raise ValueError(f"surprisal must be one of {SURPRISAL_SOURCES} or None, got {surprisal!r}")
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
+        else {"do_sample": False}
+    out = model.generate(**inputs, **sampling, max_new_tokens=max_new_tokens,
+                         num_return_sequences=num_samples, pad_token_id=adapter.pad_token_id,
+                         eos_token_id=adapter.eos_token_ids, return_dict_in_generate=True,
+                         output_scores=surprisal == "processed", output_logits=surprisal == "raw")
+    ids = out.sequences[:, inputs["input_ids"].shape[1]:]  # [N, T]
+    mask = completion_mask(ids, adapter.eos_token_ids)
+    ids = ids.masked_fill(~mask, adapter.pad_token_id)
+    if surprisal is None:
+        return Completions(ids, mask, None)
+    steps = out.scores if surprisal == "processed" else out.logits
+    return Completions(ids, mask, sampled_surprisal(steps, ids).masked_fill(~mask, float("nan")))
+
+
+def sampled_surprisal(steps: tuple[torch.Tensor, ...], ids: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """-log softmax(step_t)[ids_t] -> [N, T] float32, from generate's per-step [N, V] scores.
+
+    Steps are stacked ``chunk`` at a time, so memory stays at [N, chunk, V] for large vocabularies.
+    """
+    out = []
+    for start in range(0, len(steps), chunk):  # a loop over chunks of steps, not tokens
+        block = torch.stack(steps[start:start + chunk], 1).float()  # [N, c, V]
+        picked = block.gather(2, ids[:, start:start + chunk, None]).squeeze(2)
+        out.append(torch.logsumexp(block, -1) - picked)
+    return torch.cat(out, 1) if out else ids.new_zeros(ids.shape, dtype=torch.float32)

@@ -1,0 +1,138 @@
+"""Supervised warm start (``leafrl sft``): teacher-forced NLL of the references, read top to
+bottom as one recipe: setup -> evaluate -> train (with periodic evaluation) -> save.
+
+RL improves what SFT cannot, as in the paper: SFT brings a model to partial competence, and
+``leafrl train`` starts from the model saved here (``OUT/model``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from leafrl.config import SFTConfig, save_config, write_text_atomic
+from leafrl.data import load_split
+from leafrl.eval.evaluate import evaluate
+from leafrl.models import attach_lora, completion_logprobs, load_speech_lm
+from leafrl.rollout.batch import encode_examples, encode_targets
+from leafrl.tracking import MetricsLogger
+
+
+def resolve_data(data: str | None, console: Console) -> Path:
+    """The data directory: the given one, or the built-in task (built once, then cached)."""
+    if data is not None:
+        return Path(data)
+    from leafrl.data.demo import build_demo, default_demo_dir
+
+    out = default_demo_dir()
+    if not (out / "train.jsonl").is_file():
+        console.print(f"building the built-in spoken task in {out} (once)")
+    build_demo(out)  # a no-op when a complete build with the same settings exists
+    return out
+
+
+def setup_model(cfg: SFTConfig, train: list[Any]) -> tuple[Any, Any]:
+    """(model, adapter): the given checkpoint, or a fresh built-in tiny SALLM whose tokenizer is
+    trained on the training prompts and references."""
+    if cfg.model is not None:
+        model, adapter = load_speech_lm(cfg.model)
+    else:
+        from leafrl.models.tiny import new_tiny_sallm
+
+        model, adapter = new_tiny_sallm([t for ex in train for t in (ex.prompt, ex.reference)], cfg.tiny,
+                                        seed=cfg.seed)
+    if cfg.lora:
+        s = cfg.lora_settings
+        model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
+    return model, adapter
+
+
+def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
+    """Linear warmup to lr, cosine decay to lr * min_lr_ratio at the last step."""
+    warmup = max(1, int(cfg.warmup_frac * total))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batches(n: int, size: int, seed: int):
+    """Endless shuffled index batches, a new permutation each epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=gen).tolist()
+        for start in range(0, n - size + 1 if n >= size else 1, size):
+            yield order[start:start + size]
+
+
+def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig) -> torch.Tensor:
+    """Mean token NLL of the references given the prompts (and audio)."""
+    inputs = encode_examples(adapter, examples, cfg.system)
+    target, mask = encode_targets(adapter.tokenizer, [ex.reference for ex in examples], adapter.eos_token_ids[0])
+    logp = completion_logprobs(model, inputs, target, mask, adapter.keeps_logits)
+    return -logp.sum() / mask.sum()
+
+
+def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False) -> dict:
+    console = console or Console(quiet=quiet)
+    started = time.time()
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.out)
+    save_config(cfg, out / "config.yaml")
+    data = resolve_data(cfg.data, console)
+    train = list(load_split(data, "train"))
+    valid = list(load_split(data, "valid"))[: cfg.eval_examples]
+    model, adapter = setup_model(cfg, train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    console.print(f"SFT of {cfg.model or 'the built-in tiny SALLM'} ({sum(p.numel() for p in params):,} "
+                  f"trainable parameters) on {len(train)} examples from {data}")
+    logger = MetricsLogger(out)
+
+    def valid_bleu() -> float:
+        return evaluate(model, adapter, valid, max_new_tokens=cfg.max_new_tokens).bleu
+
+    bleu_before = valid_bleu()
+    logger.log(0, {"valid_bleu": bleu_before})
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    model.train()
+    columns = [TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=quiet) as bar:
+        task = bar.add_task("sft", total=cfg.steps, info="")
+        for step, idx in zip(range(cfg.steps), batches(len(train), cfg.batch_size, cfg.seed)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg.steps, cfg)
+            loss = train_step(model, adapter, [train[i] for i in idx], cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            row = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm.item(),
+                   "seconds": time.time() - started}
+            if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                row["valid_bleu"] = valid_bleu()
+            logger.log(step + 1, row)
+            bar.update(task, advance=1, info=f"loss {row['loss']:.3f}"
+                       + (f"  valid BLEU {row['valid_bleu']:.1f}" if "valid_bleu" in row else ""))
+    bleu_after = valid_bleu()
+    logger.log(cfg.steps, {"valid_bleu": bleu_after})
+    logger.close()
+    if cfg.lora:
+        model = model.merge_and_unload()
+    adapter.save(model, str(out / "model"))
+    summary = {"model": cfg.model or "built-in tiny SALLM", "data": str(data), "steps": cfg.steps,
+               "train_examples": len(train), "valid_examples": len(valid),
+               "valid_bleu_before": bleu_before, "valid_bleu_after": bleu_after,
+               "wall_seconds": time.time() - started, "model_dir": str(out / "model")}
+    write_text_atomic(out / "summary.json", __import__("json").dumps(summary, indent=2))
+    console.print(f"held-out BLEU {bleu_before:.1f} -> {bleu_after:.1f} in {summary['wall_seconds']:.0f} s; "
+                  f"model saved to {out / 'model'}")
+    return summary

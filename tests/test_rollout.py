@@ -1,0 +1,71 @@
+"""leafrl.rollout: completion masks, sampling with surprisal from the same call."""
+
+import pytest
+import torch
+
+from conftest import noise
+from leafrl.models import completion_logprobs, repeat_rows
+from leafrl.rollout.batch import encode_targets
+from leafrl.rollout.hf import completion_mask, generate_completions
+
+
+def test_completion_mask_keeps_the_first_eos_and_cuts_after():
+    ids = torch.tensor([[5, 6, 9, 7, 9], [9, 1, 1, 1, 1], [1, 2, 3, 4, 5]])
+    assert completion_mask(ids, [9]).long().tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+    # several end tokens: row 0 starts with one (5), row 2 ends with one
+    assert completion_mask(ids, [8, 5]).long().tolist() == [[1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+
+
+def inputs_for(adapter):
+    prompts = [adapter.build_prompt("Translate the English speech into German.")] * 2
+    return adapter.encode(prompts, [noise(1.0), noise(2.0, seed=1)], ["a", "b"])
+
+
+@pytest.mark.parametrize("source", ["processed", "raw"])
+def test_samples_with_surprisal_of_the_sampled_tokens(tiny_sallm, source):
+    model, adapter = tiny_sallm
+    inputs = inputs_for(adapter)
+    torch.manual_seed(0)
+    out = generate_completions(model, adapter, inputs, max_new_tokens=8, num_samples=3, surprisal=source)
+    assert out.ids.shape[0] == 6 and out.mask.shape == out.ids.shape == out.surprisal.shape
+    assert torch.isfinite(out.surprisal[out.mask]).all() and (out.surprisal[out.mask] >= 0).all()
+    assert out.surprisal[~out.mask].isnan().all()
+    assert (out.ids[~out.mask] == adapter.pad_token_id).all()
+    # with T = 1 and no top-p the sampled distribution is the model's: surprisal = -logp
+    with torch.no_grad():
+        logp = completion_logprobs(model, repeat_rows(inputs, 3, adapter.row_keys), out.ids, out.mask,
+                                   adapter.keeps_logits)
+    torch.testing.assert_close(-logp[out.mask], out.surprisal[out.mask], atol=1e-4, rtol=1e-4)
+
+
+def test_top_p_surprisal_is_under_the_nucleus(tiny_sallm):
+    """Processed scores renormalize over the nucleus, so p_processed >= p_raw: less surprise."""
+    model, adapter = tiny_sallm
+    inputs = inputs_for(adapter)
+    torch.manual_seed(3)
+    processed = generate_completions(model, adapter, inputs, max_new_tokens=6, num_samples=2, top_p=0.5)
+    with torch.no_grad():
+        raw = -completion_logprobs(model, repeat_rows(inputs, 2, adapter.row_keys), processed.ids,
+                                   processed.mask, adapter.keeps_logits)
+    m = processed.mask
+    assert (processed.surprisal[m] <= raw[m] + 1e-5).all()
+    assert (processed.surprisal[m] < raw[m] - 1e-3).any()
+
+
+def test_greedy_is_deterministic_and_needs_no_surprisal(tiny_sallm):
+    model, adapter = tiny_sallm
+    inputs = inputs_for(adapter)
+    a = generate_completions(model, adapter, inputs, max_new_tokens=5, do_sample=False, surprisal=None)
+    b = generate_completions(model, adapter, inputs, max_new_tokens=5, do_sample=False, surprisal=None)
+    assert a.surprisal is None and torch.equal(a.ids, b.ids)
+    with pytest.raises(ValueError, match="surprisal"):
+        generate_completions(model, adapter, inputs, max_new_tokens=2, surprisal="logits")
+
+
+def test_encode_targets_appends_eos_and_pads_right(tiny_sallm):
+    _, adapter = tiny_sallm
+    ids, mask = encode_targets(adapter.tokenizer, ["drei rote", "ein blaues Auto und drei"], 7)
+    assert ids.shape == mask.shape and mask[:, 0].all()
+    lengths = mask.sum(1)
+    assert ids[0, lengths[0] - 1] == 7 and ids[1, lengths[1] - 1] == 7
+    assert not mask[0, lengths[0]:].any()

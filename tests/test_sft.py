@@ -1,0 +1,92 @@
+"""leafrl sft end to end on a tiny SALLM: loss falls, held-out BLEU rises, the saved model
+reloads through load_speech_lm with identical outputs."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import TINY
+from leafrl.audio.io import write_audio
+from leafrl.cli import app
+from leafrl.config import SFTConfig
+from leafrl.models import load_speech_lm
+from leafrl.rollout.batch import encode_examples
+from leafrl.sft import run_sft
+
+REFERENCES = {220.0: "drei rote Äpfel und zwei Autos", 660.0: "ein blaues Auto auf der Straße"}
+
+
+def tone_dataset(root, n_train=24, n_valid=8):
+    """Two 'words' told apart by pitch: a task a tiny model learns in a few dozen steps."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            freq = list(REFERENCES)[i % 2]
+            t = np.arange(int(16000 * rng.uniform(0.6, 1.2))) / 16000
+            audio = (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+            write_audio(root / "audio" / f"{split}{i}.wav", audio, 16000)
+            rows.append({"id": f"{split}{i}", "audio": f"audio/{split}{i}.wav", "prompt": "What do you hear?",
+                         "reference": REFERENCES[freq], "task": "ast"})
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tone_dataset(tmp_path_factory.mktemp("tones"))
+
+
+def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, steps=60, batch_size=8, lr=3e-3,
+                    eval_every=30, eval_examples=8, max_new_tokens=16)
+    summary = run_sft(cfg, quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 60 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert summary["valid_bleu_after"] > summary["valid_bleu_before"] + 20
+    assert [r["step"] for r in rows if "valid_bleu" in r] == [0, 30, 60]
+    assert set(summary) >= {"valid_bleu_before", "valid_bleu_after", "wall_seconds"}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+    # the saved model is a standard HF directory that reloads with the same outputs
+    model, adapter = load_speech_lm(summary["model_dir"])
+    from leafrl.data import load_split
+
+    examples = list(load_split(data, "valid"))[:2]
+    inputs = encode_examples(adapter, examples)
+    with torch.no_grad():
+        logits = model.eval()(**inputs).logits
+    assert torch.isfinite(logits).all() and logits.shape[0] == 2
+
+
+def test_sft_with_lora_changes_only_adapter_weights_then_merges(data, tmp_path):
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "lora"), tiny=TINY, steps=3, batch_size=4,
+                    eval_examples=2, max_new_tokens=2, lora=True,
+                    lora_settings=dataclasses.replace(SFTConfig().lora_settings, rank=4, alpha=8))
+    summary = run_sft(cfg, quiet=True)
+    from safetensors.torch import load_file
+
+    weights = load_file(f"{summary['model_dir']}/model.safetensors")
+    assert not any("lora" in k for k in weights)  # merged into the base weights
+
+
+def test_cli_sft_runs_with_a_config_file(data, tmp_path):
+    config = tmp_path / "sft.yaml"
+    config.write_text("tiny:\n" + "".join(f"  {k}: {v}\n" for k, v in dataclasses.asdict(TINY).items()))
+    result = CliRunner().invoke(app, ["sft", "--data", str(data), "--out", str(tmp_path / "cli"), "--steps", "2",
+                                      "--config", str(config), "--set", "eval_examples=2",
+                                      "--set", "max_new_tokens=2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = (tmp_path / "cli" / "config.yaml").read_text()
+    assert "steps: 2" in saved and "eval_examples: 2" in saved
+
+
+def test_cli_sft_reports_bad_settings(tmp_path):
+    result = CliRunner().invoke(app, ["sft", "--set", "stepz=3"])
+    assert result.exit_code == 1 and "stepz" in result.output
+    result = CliRunner().invoke(app, ["sft", "--data", str(tmp_path), "--steps", "1"])
+    assert result.exit_code == 1 and "train" in result.output  # no train split here
