@@ -40,3 +40,24 @@ def test_explain_rejects_bad_option_naming_it():
     result = runner.invoke(app, ["explain", "--terms", "sideways"])
     assert result.exit_code == 2
     assert "LeafConfig.terms" in result.output
+
+
+def test_data_demo_builds_a_small_task(tmp_path):
+    import shutil
+
+    import pytest
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    result = runner.invoke(app, ["data", "demo", "--out", str(tmp_path), "--n-train", "6", "--n-valid", "2",
+                                  "--n-test", "2", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "train.jsonl").read_text().count("\n") == 6
+    assert "train" in result.output
+
+
+def test_data_convert_names_a_bad_recipe_or_missing_release(tmp_path):
+    result = runner.invoke(app, ["data", "convert", "timit", str(tmp_path), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "covost2" in result.output
+    result = runner.invoke(app, ["data", "convert", "covost2", str(tmp_path), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "not found" in result.output

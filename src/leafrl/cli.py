@@ -110,13 +110,15 @@ def data_demo(
                                     "by themselves", show_default="the leafrl cache"),
     seed: int | None = typer.Option(None, help="random seed", show_default=_demo_default("seed")),
     n_train: int | None = typer.Option(None, help="training rows", show_default=_demo_default("n_train")),
+    n_valid: int | None = typer.Option(None, help="validation rows", show_default=_demo_default("n_valid")),
+    n_test: int | None = typer.Option(None, help="test rows", show_default=_demo_default("n_test")),
     workers: int | None = typer.Option(None, help="synthesis processes",
                                        show_default=_demo_default("workers")),
 ) -> None:
     """Synthesize the built-in spoken task with espeak-ng: En->De translation and spoken QA."""
     from leafrl.data.demo import build_demo, default_demo_dir
 
-    given = {"seed": seed, "n_train": n_train, "workers": workers}
+    given = {"seed": seed, "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "workers": workers}
     try:
         summary = build_demo(out or default_demo_dir(), **{k: v for k, v in given.items() if v is not None})
     except (ValueError, RuntimeError) as err:

@@ -88,14 +88,17 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted({ids} if isinstance(ids, int) else set(ids))
 
 
-def check_audio_fits(audios: Sequence[np.ndarray], ids: Sequence[str], sampling_rate: int,
-                     max_seconds: float | None, family: str) -> None:
-    """Refuse audio longer than the family's feature window, naming the row.
+def check_clips(prompts: Sequence[str], audios: Sequence[np.ndarray] | None, ids: Sequence[str],
+                sampling_rate: int, max_seconds: float | None, family: str) -> None:
+    """One clip per prompt, none longer than the family's feature window (naming the row).
 
     Whisper-style extractors cut features at their window while the processor may count
     audio tokens from the whole clip; the mismatch otherwise crashes deep in transformers.
     Trim upstream (``load_audio(..., max_seconds=..., too_long="trim")``) to keep such rows.
     """
+    if audios is None or len(audios) != len(prompts):
+        raise ValueError(f"audios: {family} needs one clip per prompt, got "
+                         f"{None if audios is None else len(audios)} for {len(prompts)} prompts")
     if max_seconds is None:
         return
     limit = int(round(max_seconds * sampling_rate))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from leafrl.audio.features import num_audio_features, stacked_log_mel
-from leafrl.models.base import eos_token_ids, prepare_tokenizer
+from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer
 
 # GraniteSpeechFeatureExtractor's own defaults, used where a config omits a setting
 EXTRACTOR_DEFAULTS = {"sampling_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160,
@@ -66,9 +66,7 @@ class GraniteSpeechAdapter:
 
     def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
                ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        if audios is None or len(audios) != len(prompts):
-            raise ValueError(f"audios: granite_speech needs one clip per prompt, got "
-                             f"{None if audios is None else len(audios)} for {len(prompts)} prompts")
+        check_clips(prompts, audios, ids, self.sampling_rate, self.max_audio_seconds, self.family)
         for prompt, row_id in zip(prompts, ids):
             if prompt.count(self.audio_token) != 1:
                 raise ValueError(f"example {row_id!r}: the prompt must hold {self.audio_token} once "

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leafrl.models.base import check_audio_fits, eos_token_ids, prepare_tokenizer
+from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer
 
 
 @dataclass
@@ -53,10 +53,7 @@ class Qwen2AudioAdapter:
 
     def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
                ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        if audios is None or len(audios) != len(prompts):
-            raise ValueError(f"audios: qwen2_audio needs one clip per prompt, got "
-                             f"{None if audios is None else len(audios)} for {len(prompts)} prompts")
-        check_audio_fits(audios, ids, self.sampling_rate, self.max_audio_seconds, self.family)
+        check_clips(prompts, audios, ids, self.sampling_rate, self.max_audio_seconds, self.family)
         batch = self.processor(text=list(prompts), audio=list(audios), sampling_rate=self.sampling_rate,
                                return_tensors="pt", padding=True)
         return {k: batch[k] for k in self.row_keys}

@@ -25,7 +25,7 @@ class TinySize:
     vocab_size: int = 1024
     n_mels: int = 80
     hop_length: int = 320  # 20 ms frames: 12.5 audio tokens per second (Whisper: 10 ms, 25)
-    window_seconds: int = 8  # the Whisper-style feature window
+    window_seconds: int = 10  # the Whisper-style feature window (the built-in clips are < 8.5 s)
     audio_dim: int = 128
     audio_layers: int = 2
     audio_heads: int = 4
@@ -88,10 +88,27 @@ def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: in
     )
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(config)
+    # The encoder's position table is frozen and, in released checkpoints, holds Whisper's
+    # sinusoids; a fresh model would otherwise keep random noise there and see no time order.
+    table = model.model.audio_tower.embed_positions.weight
+    with torch.no_grad():
+        table.copy_(sinusoids(*table.shape))
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.leafrl_tiny_size = asdict(size)  # recorded in config.json
     return model, processor
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Any:
+    """Whisper's sinusoidal position table [length, channels] (sin half, then cos half)."""
+    import math
+
+    import torch
+
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-increment * torch.arange(channels // 2))
+    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
 
 
 def new_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: int = 0) -> tuple[Any, Any]:

@@ -1,0 +1,34 @@
+"""The built-in tiny SALLM: a real Qwen2-Audio-class model whose encoder sees time order."""
+
+import math
+
+import torch
+from conftest import TEXTS, TINY
+
+from leafrl.models.tiny import AUDIO, EOS, SPECIAL_TOKENS, build_tiny_sallm, sinusoids
+
+
+def test_sinusoids_hand_values():
+    table = sinusoids(4, 6)  # 3 timescales: 10000 ** (-k / 2) for k = 0, 1, 2
+    assert table.shape == (4, 6)
+    assert table[0].tolist() == [0, 0, 0, 1, 1, 1]
+    assert abs(table[1, 0].item() - math.sin(1.0)) < 1e-7 and abs(table[2, 1].item() - math.sin(2 / 100)) < 1e-7
+    assert abs(table[3, 5].item() - math.cos(3 / 10000)) < 1e-7
+
+
+def test_tiny_model_encoder_positions_and_specials():
+    model, processor = build_tiny_sallm(TEXTS, TINY)
+    tower = model.model.audio_tower
+    torch.testing.assert_close(tower.embed_positions.weight, sinusoids(*tower.embed_positions.weight.shape))
+    assert not tower.embed_positions.weight.requires_grad
+    tok = processor.tokenizer
+    for special in SPECIAL_TOKENS:  # each special is one token
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
+    assert model.config.audio_token_index == tok.convert_tokens_to_ids(AUDIO)
+    assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids(EOS)
+    # time order matters to the encoder: reversing the frames changes its output
+    features = torch.randn(1, TINY.n_mels, 2 * tower.max_source_positions)
+    with torch.no_grad():
+        forward = tower(features).last_hidden_state
+        backward = tower(features.flip(-1)).last_hidden_state.flip(1)
+    assert not torch.allclose(forward, backward, atol=1e-3)
