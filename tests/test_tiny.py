@@ -3,8 +3,8 @@
 import math
 
 import torch
-from conftest import TEXTS, TINY
 
+from conftest import TEXTS, TINY
 from leafrl.models.tiny import AUDIO, EOS, SPECIAL_TOKENS, build_tiny_sallm, sinusoids
 
 
