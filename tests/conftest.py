@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny built-in SALLM (a real Qwen2-Audio-class model, random weights)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -23,3 +25,28 @@ def tiny_sallm():
 
 def noise(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
     return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
+
+
+REFERENCES = {220.0: "drei rote Äpfel und zwei Autos", 660.0: "ein blaues Auto auf der Straße"}
+
+
+def tone_dataset(root, n_train=24, n_valid=8):
+    """Two 'words' told apart by pitch: a task a tiny model learns in a few dozen steps."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            freq = list(REFERENCES)[i % 2]
+            t = np.arange(int(16000 * rng.uniform(0.6, 1.2))) / 16000
+            audio = (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+            _write(root / "audio" / f"{split}{i}.wav", audio, 16000)
+            rows.append({"id": f"{split}{i}", "audio": f"audio/{split}{i}.wav", "prompt": "What do you hear?",
+                         "reference": REFERENCES[freq], "task": "ast"})
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _write(path, audio, rate):
+    from leafrl.audio.io import write_audio
+
+    write_audio(path, audio, rate)

@@ -178,6 +178,14 @@ def test_lora_starts_as_the_reference_and_trains_only_the_language_model(family)
         peft_model.unload()
 
 
+def test_audio_placeholders_are_suppressed_in_responses(family):
+    _, model, adapter = family
+    if adapter.sampling_rate is None:
+        assert adapter.suppress_token_ids == []
+    else:
+        assert model.config.audio_token_id in adapter.suppress_token_ids
+
+
 def test_audio_rows_are_checked(family):
     _, _, adapter = family
     prompts, audios, ids = batch(adapter)

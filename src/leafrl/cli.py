@@ -180,5 +180,43 @@ def sft(
         _fail(err)
 
 
+def _train_default(name: str) -> str:
+    from leafrl.config import TrainConfig
+
+    return str(getattr(TrainConfig(), name))
+
+
+@app.command()
+def train(
+    algo: str | None = typer.Option(None, help="leaf | grpo", show_default=_train_default("algo")),
+    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in SFT model"),
+    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
+    out: str | None = typer.Option(None, help="output directory", show_default=_train_default("out")),
+    steps: int | None = typer.Option(None, help="RL steps", show_default=_train_default("steps")),
+    config: Path | None = typer.Option(None, help="a YAML file of TrainConfig settings"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: --set optim.lr=1e-5 (repeatable)"),
+    resume: Path | None = typer.Option(None, help="continue the run in this directory from its last checkpoint"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """LEAF (or GRPO) post-training with LoRA; held-out BLEU before and after."""
+    from leafrl.config import TrainConfig, load_config
+    from leafrl.trainer import train as run_train
+
+    try:
+        if resume is not None:
+            saved = resume / "config.yaml"
+            if not saved.is_file():
+                raise ValueError(f"--resume {resume}: no config.yaml there")
+            cfg = load_config(TrainConfig, saved, set_)
+        else:
+            cfg = load_config(TrainConfig, config, set_, algo=algo, model=model, data=data, out=out, steps=steps)
+        summary = run_train(cfg, resume=resume is not None, quiet=quiet)
+    except ValueError as err:
+        _fail(err)
+    if "valid_bleu_after" in summary:
+        Console().print(f"held-out BLEU (greedy) {summary['valid_bleu_before']:.2f} -> "
+                        f"{summary['valid_bleu_after']:.2f} after {summary['steps']} {summary['algo']} steps")
+
+
 if __name__ == "__main__":
     app()

@@ -17,7 +17,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from leafrl.advantages import LeafConfig
+from leafrl.losses import AGGREGATIONS
 from leafrl.models.tiny import TinySize
+from leafrl.rollout.hf import SURPRISAL_SOURCES
 
 C = TypeVar("C")
 
@@ -70,6 +73,82 @@ class SFTConfig:
                 raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and 0 <= self.warmup_frac < 1 and 0 <= self.min_lr_ratio <= 1):
             raise ValueError("SFTConfig: need lr > 0, 0 <= warmup_frac < 1, 0 <= min_lr_ratio <= 1")
+
+
+@dataclass
+class RolloutSettings:
+    """Sampling of the K responses per prompt (paper: authors' released configuration)."""
+
+    rollout_budget: int = 8  # paper: K = 8 responses per prompt
+    prompts_per_step: int = 6  # paper: 6 prompts per rollout step
+    temperature: float = 1.0  # paper: T = 1.0
+    top_p: float = 0.9  # paper: top-p 0.9
+    max_new_tokens: int = 200  # paper: 200 new tokens
+    surprisal: str = "processed"
+    """LEAF's surprisal: "processed" (the sampled distribution, after temperature and top-p: the
+    authors' choice) or "raw" (the model's logits)."""
+
+
+@dataclass
+class OptimSettings:
+    lr: float = 5e-6  # paper: lr 5e-6
+    warmup_frac: float = 0.05  # paper: cosine with 5% warmup
+    min_lr_ratio: float = 0.1  # paper: floor 0.1 x lr
+    beta1: float = 0.9  # paper: Adam betas (0.9, 0.95)
+    beta2: float = 0.95
+    weight_decay: float = 0.0  # paper: 0
+    grad_clip: float = 1.0  # paper: 1.0
+    micro_batch: int = 8
+    """Rows per forward pass; gradients accumulate over the step's rows (one optimizer step)."""
+
+
+@dataclass
+class LossSettings:
+    clip_low: float = 0.2  # paper: eps 0.2
+    clip_high: float = 0.2
+    beta: float = 0.02  # paper: KL weight 0.02 (k3 estimator)
+    agg: str = "seq_mean_token_mean"  # paper: token mean per sequence, then mean over sequences
+
+
+@dataclass
+class TrainConfig:
+    """RL post-training (``leafrl train``). Defaults are the paper's; see the comments."""
+
+    algo: str = "leaf"
+    """"leaf" or "grpo" (same rollouts, same loss; only the advantages differ)."""
+    leaf: LeafConfig = field(default_factory=LeafConfig)
+    grpo_std_floor: float = 1 / 3  # the authors' GRPO baseline
+    model: str | None = None
+    """A hub name or local HF directory; None: the built-in SFT warm start (made if missing)."""
+    data: str | None = None
+    """A manifest directory or save_to_disk dataset; None: the built-in task."""
+    out: str = "runs/train"
+    steps: int = 200
+    reward: str = "bleu"  # paper: cased sentence BLEU / 100
+    lora_settings: LoraSettings = field(default_factory=LoraSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    eval_every: int = 50
+    eval_examples: int = 300
+    save_every: int = 50
+    seed: int = 42
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.algo not in ("leaf", "grpo"):
+            raise ValueError(f"TrainConfig.algo must be 'leaf' or 'grpo', got {self.algo!r}")
+        if self.rollout.surprisal not in SURPRISAL_SOURCES:
+            raise ValueError(f"TrainConfig.rollout.surprisal must be one of {SURPRISAL_SOURCES}")
+        if self.loss.agg not in AGGREGATIONS:
+            raise ValueError(f"TrainConfig.loss.agg must be one of {AGGREGATIONS}, got {self.loss.agg!r}")
+        for name in ("steps", "eval_every", "eval_examples", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1")
+        r = self.rollout
+        if r.rollout_budget < 1 or r.prompts_per_step < 1 or r.max_new_tokens < 1 or not 0 < r.top_p <= 1:
+            raise ValueError("TrainConfig.rollout: need rollout_budget, prompts_per_step, max_new_tokens >= 1 "
+                             "and 0 < top_p <= 1")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -31,6 +31,8 @@ class SpeechLMAdapter(Protocol):
         when a batch is repeated K times or cut into micro-batches.
     pad_token_id / eos_token_ids: for generation and for cutting completions.
     keeps_logits: the model's forward takes ``logits_to_keep`` (computes only the logits asked).
+    suppress_token_ids: tokens a response must never contain (the audio placeholders: a sampled
+        one would be read as an audio slot when the response is fed back to the model).
     """
 
     family: str
@@ -41,6 +43,7 @@ class SpeechLMAdapter(Protocol):
     pad_token_id: int
     eos_token_ids: list[int]
     keeps_logits: bool
+    suppress_token_ids: list[int]
 
     @classmethod
     def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, SpeechLMAdapter]:

@@ -43,6 +43,7 @@ class GraniteSpeechAdapter:
     max_audio_seconds: None = None  # block attention: no fixed feature window
     sampling_rate: int = field(init=False)
     pad_token_id: int = field(init=False)
+    suppress_token_ids: list[int] = field(init=False)
 
     @classmethod
     def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, GraniteSpeechAdapter]:
@@ -58,6 +59,7 @@ class GraniteSpeechAdapter:
         self.sampling_rate = self.extractor["sampling_rate"]
         if self.audio_token not in self.tokenizer.get_vocab():
             raise ValueError(f"tokenizer: no {self.audio_token!r} token; is this a Granite Speech tokenizer?")
+        self.suppress_token_ids = [self.tokenizer.convert_tokens_to_ids(self.audio_token)]
 
     def build_prompt(self, text: str, system: str | None = None) -> str:
         messages = [] if system is None else [{"role": "system", "content": system}]

@@ -26,6 +26,7 @@ class Qwen2AudioAdapter:
     sampling_rate: int = field(init=False)
     max_audio_seconds: float = field(init=False)
     pad_token_id: int = field(init=False)
+    suppress_token_ids: list[int] = field(init=False)
 
     @classmethod
     def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, Qwen2AudioAdapter]:
@@ -40,6 +41,9 @@ class Qwen2AudioAdapter:
         extractor = self.processor.feature_extractor
         self.sampling_rate = extractor.sampling_rate
         self.max_audio_seconds = extractor.n_samples / extractor.sampling_rate
+        p = self.processor
+        self.suppress_token_ids = self.tokenizer.convert_tokens_to_ids([p.audio_token, p.audio_bos_token,
+                                                                        p.audio_eos_token])
 
     @property
     def tokenizer(self) -> Any:

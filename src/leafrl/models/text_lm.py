@@ -26,6 +26,7 @@ class TextLMAdapter:
     sampling_rate: None = None
     max_audio_seconds: None = None
     pad_token_id: int = field(init=False)
+    suppress_token_ids: list[int] = field(default_factory=list)
 
     @classmethod
     def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, TextLMAdapter]:

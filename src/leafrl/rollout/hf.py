@@ -49,6 +49,8 @@ def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tenso
         raise ValueError(f"surprisal must be one of {SURPRISAL_SOURCES} or None, got {surprisal!r}")
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
         else {"do_sample": False}
+    if adapter.suppress_token_ids:
+        sampling["suppress_tokens"] = adapter.suppress_token_ids
     out = model.generate(**inputs, **sampling, max_new_tokens=max_new_tokens,
                          num_return_sequences=num_samples, pad_token_id=adapter.pad_token_id,
                          eos_token_id=adapter.eos_token_ids, return_dict_in_generate=True,

@@ -1,0 +1,92 @@
+"""Terminal rewards of responses against references, one float per response.
+
+Built in: ``bleu`` (sentence BLEU / 100, cased, sacrebleu: the paper's training reward),
+``chrf`` (sentence chrF / 100), ``wer`` (1 - WER with jiwer, floored at 0), ``exact`` (exact
+match after normalization) and ``f1`` (token F1 after normalization). Or ``module:function``:
+any importable ``function(prediction: str, reference: str) -> float``.
+
+Whitespace in predictions is normalized (stripped, runs collapsed) before scoring. A reward
+that is not a finite number raises ValueError naming the example.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+BUILT_IN = ("bleu", "chrf", "wer", "exact", "f1")
+
+
+def _normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation and articles, collapse spaces (SQuAD-style)."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def sentence_bleu(prediction: str, reference: str) -> float:
+    import sacrebleu
+
+    return sacrebleu.sentence_bleu(prediction, [reference]).score / 100
+
+
+def sentence_chrf(prediction: str, reference: str) -> float:
+    import sacrebleu
+
+    return sacrebleu.sentence_chrf(prediction, [reference]).score / 100
+
+
+def one_minus_wer(prediction: str, reference: str) -> float:
+    import jiwer
+
+    return max(0.0, 1.0 - jiwer.wer(reference, prediction)) if prediction else 0.0
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(_normalize_answer(prediction) == _normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = _normalize_answer(prediction).split(), _normalize_answer(reference).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+FUNCTIONS: dict[str, Callable[[str, str], float]] = {
+    "bleu": sentence_bleu, "chrf": sentence_chrf, "wer": one_minus_wer, "exact": exact_match, "f1": token_f1,
+}
+
+
+def resolve_reward(name: str) -> Callable[[str, str], float]:
+    """A built-in reward by name, or ``module:function`` imported from the Python path."""
+    if name in FUNCTIONS:
+        return FUNCTIONS[name]
+    module, sep, attr = name.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"reward {name!r}: use one of {BUILT_IN} or 'module:function'")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"reward {name!r}: cannot import {attr!r} from {module!r} ({err})") from err
+    if not callable(fn):
+        raise ValueError(f"reward {name!r}: {attr} is not callable")
+    return fn
+
+
+def compute_rewards(reward: Callable[[str, str], float], predictions: Sequence[str],
+                    references: Sequence[str], ids: Sequence[str]) -> list[float]:
+    """One reward per prediction; raises ValueError naming the example if one is not finite."""
+    out = []
+    for prediction, reference, row_id in zip(predictions, references, ids, strict=True):
+        value = reward(" ".join(prediction.split()), reference)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"example {row_id!r}: reward {value!r} is not a finite number "
+                             f"(prediction {prediction[:60]!r})")
+        out.append(float(value))
+    return out

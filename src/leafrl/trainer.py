@@ -1,0 +1,293 @@
+"""``leafrl train``: LEAF and GRPO post-training with LoRA, one recipe read top to bottom.
+
+    setup -> for each step: rollout -> score -> advantages -> reference log-probs -> update
+          -> log (-> evaluate, checkpoint)
+
+Notation used for tensor shapes:
+    N rows = prompts x K responses, T completion tokens.
+
+The loop knows no model family (it talks to the adapter) and branches on the algorithm once,
+in ``advantages``. Everything random in step s is seeded from (seed, s), so a resumed run
+repeats exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from leafrl.advantages import grpo_advantages, leaf_advantages
+from leafrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from leafrl.config import SFTConfig, TrainConfig, save_config, write_text_atomic
+from leafrl.data import load_split
+from leafrl.eval.evaluate import evaluate
+from leafrl.losses import policy_loss
+from leafrl.models import attach_lora, completion_logprobs, load_speech_lm, slice_rows
+from leafrl.rewards import compute_rewards, resolve_reward
+from leafrl.rollout.batch import encode_examples
+from leafrl.rollout.hf import Completions, generate_completions
+from leafrl.tracking import MetricsLogger
+
+
+@dataclass
+class Run:
+    """Everything ``setup`` builds; the loop reads it, ``update`` changes model and optimizer."""
+
+    cfg: TrainConfig
+    model: Any  # peft model (LoRA on the language model)
+    adapter: Any
+    optimizer: torch.optim.Optimizer
+    train: list[Any]
+    valid: list[Any]
+    reward: Any
+    out: Path
+    start_step: int
+
+
+# ----------------------------------------------------------------------------------- setup
+
+
+def warm_start(cfg: TrainConfig, console: Console) -> str:
+    """The model to start from: the given one, or the built-in SFT model (trained if missing)."""
+    if cfg.model is not None:
+        return cfg.model
+    from leafrl.data.demo import default_demo_dir
+    from leafrl.sft import run_sft
+
+    sft_dir = default_demo_dir().parent / "sft"
+    if not (sft_dir / "summary.json").is_file():
+        console.print(f"no SFT warm start yet: training the built-in tiny SALLM into {sft_dir} (once)")
+        run_sft(SFTConfig(data=cfg.data, out=str(sft_dir)), console=console)
+    return str(sft_dir / "model")
+
+
+def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
+    from leafrl.sft import resolve_data
+
+    out = Path(cfg.out)
+    data = resolve_data(cfg.data, console)
+    model, adapter = load_speech_lm(warm_start(cfg, console))
+    s = cfg.lora_settings
+    torch.manual_seed(cfg.seed)  # the LoRA initialization
+    model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
+    o = cfg.optim
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
+                                  betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    start = 0
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, model, optimizer)["step"]
+        console.print(f"resuming from {checkpoint} (step {start})")
+    elif resume:
+        raise ValueError(f"--resume {out}: no checkpoint there")
+    save_config(cfg, out / "config.yaml")
+    train = list(load_split(data, "train"))
+    valid = list(load_split(data, "valid"))[: cfg.eval_examples]
+    return Run(cfg, model, adapter, optimizer, train, valid, resolve_reward(cfg.reward), out, start)
+
+
+def prompts_for(step: int, train: list[Any], per_step: int, seed: int) -> list[Any]:
+    """The prompts of ``step``: consecutive slices of a seeded permutation per epoch."""
+    per_epoch = max(1, len(train) // per_step)
+    epoch, index = divmod(step, per_epoch)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    return [train[i] for i in order[index * per_step:(index + 1) * per_step]]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine down to ``min_lr_ratio`` x lr at the last step."""
+    o, total = cfg.optim, cfg.steps
+    warmup = max(1, int(o.warmup_frac * total))
+    if step < warmup:
+        return o.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---------------------------------------------------------------------------- the phases
+
+
+def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Completions]:
+    """K responses per prompt from one batched generate call; inputs come back repeated K."""
+    r = run.cfg.rollout
+    inputs = encode_examples(run.adapter, prompts, run.cfg.system)
+    out = generate_completions(run.model, run.adapter, inputs, max_new_tokens=r.max_new_tokens,
+                               num_samples=r.rollout_budget, temperature=r.temperature, top_p=r.top_p,
+                               surprisal=r.surprisal)
+    repeated = {k: v.repeat_interleave(r.rollout_budget, 0) if k in run.adapter.row_keys else v
+                for k, v in inputs.items()}
+    return repeated, out
+
+
+def score(run: Run, prompts: list[Any], completions: Completions) -> torch.Tensor:
+    """Rewards [N] of the decoded responses against each prompt's reference."""
+    k = run.cfg.rollout.rollout_budget
+    texts = run.adapter.decode(completions.ids)
+    refs = [ex.reference for ex in prompts for _ in range(k)]
+    ids = [f"{ex.id}#{j}" for ex in prompts for j in range(k)]
+    return torch.tensor(compute_rewards(run.reward, texts, refs, ids), dtype=torch.float32)
+
+
+def advantages(cfg: TrainConfig, completions: Completions, rewards: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The algorithm's one branch: LEAF span advantages [N, T] or GRPO's [N]."""
+    group_ids = torch.arange(len(rewards)) // cfg.rollout.rollout_budget
+    if cfg.algo == "grpo":
+        return grpo_advantages(rewards, group_ids, cfg.grpo_std_floor), {}
+    adv, stats = leaf_advantages(completions.ids, completions.mask, completions.surprisal, rewards, group_ids,
+                                 cfg.leaf)
+    return adv, stats.as_dict()
+
+
+def micro_batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def reference_logprobs(run: Run, inputs: dict, completions: Completions) -> torch.Tensor | None:
+    """Log-probs [N, T] under the frozen base policy: the same model, LoRA disabled."""
+    if run.cfg.loss.beta == 0:
+        return None
+    parts = []
+    with run.model.disable_adapter():
+        for rows in micro_batches(len(completions.ids), run.cfg.optim.micro_batch):
+            parts.append(completion_logprobs(run.model, slice_rows(inputs, rows, run.adapter.row_keys),
+                                             completions.ids[rows], completions.mask[rows], run.adapter.keeps_logits))
+    return torch.cat(parts)
+
+
+def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
+           ref: torch.Tensor | None, step: int) -> dict:
+    """One optimizer step over all rows, accumulated over micro-batches. The update is exactly
+    on-policy, so each micro-batch's own detached log-probs serve as the old policy's."""
+    cfg, mask = run.cfg, completions.mask
+    n_rows = len(mask)
+    normalizer = {"seq_mean_token_mean": float((mask.sum(1) > 0).sum().clamp(min=1)),
+                  "token_mean": float(mask.sum().clamp(min=1)),
+                  "dr_grpo": float(n_rows * cfg.rollout.max_new_tokens)}[cfg.loss.agg]
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    run.model.train()
+    totals: dict[str, float] = {}
+    for rows in micro_batches(n_rows, cfg.optim.micro_batch):
+        logp = completion_logprobs(run.model, slice_rows(inputs, rows, run.adapter.row_keys),
+                                   completions.ids[rows], mask[rows], run.adapter.keeps_logits)
+        loss, metrics = policy_loss(logp, logp.detach(), adv[rows], mask[rows], None if ref is None else ref[rows],
+                                    clip_low=cfg.loss.clip_low, clip_high=cfg.loss.clip_high, beta=cfg.loss.beta,
+                                    agg=cfg.loss.agg, max_tokens=cfg.rollout.max_new_tokens, normalizer=normalizer)
+        loss.backward()
+        weight = float(mask[rows].sum()) / max(float(mask.sum()), 1.0)  # token-weighted metric means
+        totals["loss"] = totals.get("loss", 0.0) + loss.item()
+        for key in ("kl", "clip_frac"):
+            totals[key] = totals.get(key, 0.0) + weight * metrics[key].item()
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip).item()
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.model.eval()
+    totals["lr"] = run.optimizer.param_groups[0]["lr"]
+    return totals
+
+
+def train_step(run: Run, step: int) -> dict:
+    """rollout -> score -> advantages -> reference -> update, timed per phase."""
+    torch.manual_seed(run.cfg.seed * 1_000_003 + step)  # sampling and dropout depend on the step only
+    prompts = prompts_for(step, run.train, run.cfg.rollout.prompts_per_step, run.cfg.seed)
+    times, clock = {}, time.perf_counter()
+
+    def tick(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        times[f"time/{name}"] = now - clock
+        clock = now
+
+    inputs, completions = rollout(run, prompts)
+    tick("rollout")
+    rewards = score(run, prompts, completions)
+    tick("reward")
+    adv, engine = advantages(run.cfg, completions, rewards)
+    tick("advantages")
+    ref = reference_logprobs(run, inputs, completions)
+    tick("reference")
+    metrics = update(run, inputs, completions, adv, ref, step)
+    tick("update")
+    k = run.cfg.rollout.rollout_budget
+    equal = (rewards.view(-1, k).amax(1) == rewards.view(-1, k).amin(1)).sum().item()
+    return {"reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+            "response_tokens": completions.mask.sum(1).float().mean().item(), "equal_reward_groups": equal,
+            **metrics, **engine, **times}
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def held_out(run: Run) -> dict:
+    """Greedy and one sampled pass (T 0.9, top-p 0.9, seed 42) of lowercased corpus BLEU."""
+    kw = {"max_new_tokens": run.cfg.rollout.max_new_tokens}
+    greedy = evaluate(run.model, run.adapter, run.valid, **kw).bleu
+    sampled = evaluate(run.model, run.adapter, run.valid, do_sample=True, temperature=0.9, top_p=0.9, seed=42, **kw)
+    return {"valid_bleu": greedy, "valid_bleu_sampled": sampled.bleu}
+
+
+@contextmanager
+def stop_on_interrupt():
+    """The first Ctrl-C asks the loop to stop after the current step (it then saves a
+    checkpoint); a second one interrupts at once."""
+    state = {"stop": False}
+
+    def handler(signum, frame):
+        if state["stop"]:
+            raise KeyboardInterrupt
+        state["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dict:
+    console = Console(quiet=quiet)
+    started = time.time()
+    run = setup(cfg, console, resume)
+    run.model.eval()
+    logger = MetricsLogger(run.out, append=resume)
+    before = held_out(run) if run.start_step == 0 else json.loads((run.out / "before.json").read_text())
+    write_text_atomic(run.out / "before.json", json.dumps(before))
+    columns = [TextColumn(f"[bold]{cfg.algo}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    step = run.start_step
+    with stop_on_interrupt() as interrupt, Progress(*columns, console=console, disable=quiet) as bar:
+        task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
+        while step < cfg.steps and not interrupt["stop"]:
+            row = train_step(run, step)
+            step += 1
+            if step % cfg.eval_every == 0 and step < cfg.steps:
+                row.update(held_out(run))
+            logger.log(step, row)
+            if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
+                save_checkpoint(run.out, step, run.model, run.optimizer, {"algo": cfg.algo})
+            bar.update(task, completed=step, info=f"reward {row['reward_mean']:.3f}  kl {row['kl']:.4f}"
+                       + (f"  fork-fire {row['fork_fire_rate']:.2f}" if "fork_fire_rate" in row else ""))
+    if interrupt["stop"]:
+        logger.close()
+        console.print(f"stopped at step {step}: checkpoint saved; continue with --resume")
+        return {"algo": cfg.algo, "steps": step, "interrupted": True}
+    after = held_out(run)
+    logger.log(step, after)
+    logger.close()
+    summary = {"algo": cfg.algo, "steps": step, "valid_bleu_before": before["valid_bleu"],
+               "valid_bleu_after": after["valid_bleu"], "valid_bleu_sampled_before": before["valid_bleu_sampled"],
+               "valid_bleu_sampled_after": after["valid_bleu_sampled"], "wall_seconds": time.time() - started}
+    write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2))
+    return summary
