@@ -118,3 +118,20 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(setting, tmp_path):
             assert resumed[row["step"]] == pytest.approx(row, rel=1e-5, abs=1e-7)
     saved = yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())
     assert saved["steps"] == 5
+
+
+@pytest.mark.slow
+def test_two_processes_data_parallel(setting, tmp_path):
+    """Data-parallel on CPU (torchrun, gloo): each process samples its own prompts, gradients are
+    synced by accelerate's DDP wrapper. On GPUs the same run is `accelerate launch -m leafrl.cli train`."""
+    cfg = tiny_config(setting, tmp_path / "ddp", steps=2, **{"rollout.prompts_per_step": 1})
+    save_config(cfg, tmp_path / "ddp.yaml")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "leafrl.cli", "train",
+           "--config", str(tmp_path / "ddp.yaml"), "--quiet"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # one log per step, from the main process
+    assert latest_checkpoint(tmp_path / "ddp").name == "step-000002"

@@ -213,7 +213,7 @@ def train(
         summary = run_train(cfg, resume=resume is not None, quiet=quiet)
     except ValueError as err:
         _fail(err)
-    if "valid_bleu_after" in summary:
+    if summary.get("valid_bleu_after") is not None:
         Console().print(f"held-out BLEU (greedy) {summary['valid_bleu_before']:.2f} -> "
                         f"{summary['valid_bleu_after']:.2f} after {summary['steps']} {summary['algo']} steps")
 

@@ -72,11 +72,11 @@ def batches(n: int, size: int, seed: int):
             yield order[start:start + size]
 
 
-def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig) -> torch.Tensor:
+def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig, device: Any = "cpu") -> torch.Tensor:
     """Mean token NLL of the references given the prompts (and audio)."""
-    inputs = encode_examples(adapter, examples, cfg.system)
+    inputs = {k: v.to(device) for k, v in encode_examples(adapter, examples, cfg.system).items()}
     target, mask = encode_targets(adapter.tokenizer, [ex.reference for ex in examples], adapter.eos_token_ids[0])
-    logp = completion_logprobs(model, inputs, target, mask, adapter.keeps_logits)
+    logp = completion_logprobs(model, inputs, target.to(device), mask.to(device), adapter.keeps_logits)
     return -logp.sum() / mask.sum()
 
 
@@ -91,6 +91,10 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     train = list(load_split(data, "train"))
     valid = list(load_split(data, "valid"))[: cfg.eval_examples]
     model, adapter = setup_model(cfg, train)
+    from accelerate import Accelerator
+
+    device = Accelerator().device  # one process: the GPU when there is one
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     console.print(f"SFT of {cfg.model or 'the built-in tiny SALLM'} ({sum(p.numel() for p in params):,} "
                   f"trainable parameters) on {len(train)} examples from {data}")
@@ -110,7 +114,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
         for step, idx in zip(range(cfg.steps), batches(len(train), cfg.batch_size, cfg.seed)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.steps, cfg)
-            loss = train_step(model, adapter, [train[i] for i in idx], cfg)
+            loss = train_step(model, adapter, [train[i] for i in idx], cfg, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

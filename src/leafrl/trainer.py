@@ -17,7 +17,7 @@ import json
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,9 @@ class Run:
     """Everything ``setup`` builds; the loop reads it, ``update`` changes model and optimizer."""
 
     cfg: TrainConfig
-    model: Any  # peft model (LoRA on the language model)
+    accelerator: Any
+    model: Any  # as prepared by accelerate (DDP-wrapped on several processes): for training
+    policy: Any  # the peft model itself (LoRA on the language model): generate, reference, save
     adapter: Any
     optimizer: torch.optim.Optimizer
     train: list[Any]
@@ -72,11 +74,17 @@ def warm_start(cfg: TrainConfig, console: Console) -> str:
 
 
 def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
+    """Data, warm start, LoRA, optimizer (and a checkpoint to resume), placed by accelerate."""
+    from accelerate import Accelerator
+
     from leafrl.sft import resolve_data
 
+    # without an accelerator, cpu=True lets several processes (torchrun) meet over gloo
+    accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     out = Path(cfg.out)
-    data = resolve_data(cfg.data, console)
-    model, adapter = load_speech_lm(warm_start(cfg, console))
+    with accelerator.main_process_first():  # the first process builds what is missing
+        data = resolve_data(cfg.data, console)
+        model, adapter = load_speech_lm(warm_start(cfg, console))
     s = cfg.lora_settings
     torch.manual_seed(cfg.seed)  # the LoRA initialization
     model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
@@ -90,18 +98,24 @@ def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
         console.print(f"resuming from {checkpoint} (step {start})")
     elif resume:
         raise ValueError(f"--resume {out}: no checkpoint there")
-    save_config(cfg, out / "config.yaml")
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
     train = list(load_split(data, "train"))
     valid = list(load_split(data, "valid"))[: cfg.eval_examples]
-    return Run(cfg, model, adapter, optimizer, train, valid, resolve_reward(cfg.reward), out, start)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    return Run(cfg, accelerator, prepared, accelerator.unwrap_model(prepared), adapter, optimizer, train, valid,
+               resolve_reward(cfg.reward), out, start)
 
 
-def prompts_for(step: int, train: list[Any], per_step: int, seed: int) -> list[Any]:
-    """The prompts of ``step``: consecutive slices of a seeded permutation per epoch."""
-    per_epoch = max(1, len(train) // per_step)
+def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int = 0, world: int = 1) -> list[Any]:
+    """This process's prompts of ``step``: consecutive slices of a seeded permutation per epoch,
+    ``per_step`` for each of the ``world`` processes (each prompt's K responses stay on one)."""
+    total = per_step * world
+    per_epoch = max(1, len(train) // total)
     epoch, index = divmod(step, per_epoch)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    return [train[i] for i in order[index * per_step:(index + 1) * per_step]]
+    mine = order[index * total:(index + 1) * total][rank * per_step:(rank + 1) * per_step]
+    return [train[i] for i in mine]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -120,8 +134,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Completions]:
     """K responses per prompt from one batched generate call; inputs come back repeated K."""
     r = run.cfg.rollout
-    inputs = encode_examples(run.adapter, prompts, run.cfg.system)
-    out = generate_completions(run.model, run.adapter, inputs, max_new_tokens=r.max_new_tokens,
+    device = run.accelerator.device
+    inputs = {k: v.to(device) for k, v in encode_examples(run.adapter, prompts, run.cfg.system).items()}
+    out = generate_completions(run.policy, run.adapter, inputs, max_new_tokens=r.max_new_tokens,
                                num_samples=r.rollout_budget, temperature=r.temperature, top_p=r.top_p,
                                surprisal=r.surprisal)
     repeated = {k: v.repeat_interleave(r.rollout_budget, 0) if k in run.adapter.row_keys else v
@@ -135,12 +150,13 @@ def score(run: Run, prompts: list[Any], completions: Completions) -> torch.Tenso
     texts = run.adapter.decode(completions.ids)
     refs = [ex.reference for ex in prompts for _ in range(k)]
     ids = [f"{ex.id}#{j}" for ex in prompts for j in range(k)]
-    return torch.tensor(compute_rewards(run.reward, texts, refs, ids), dtype=torch.float32)
+    rewards = compute_rewards(run.reward, texts, refs, ids)
+    return torch.tensor(rewards, dtype=torch.float32, device=completions.ids.device)
 
 
 def advantages(cfg: TrainConfig, completions: Completions, rewards: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """The algorithm's one branch: LEAF span advantages [N, T] or GRPO's [N]."""
-    group_ids = torch.arange(len(rewards)) // cfg.rollout.rollout_budget
+    group_ids = torch.arange(len(rewards), device=rewards.device) // cfg.rollout.rollout_budget
     if cfg.algo == "grpo":
         return grpo_advantages(rewards, group_ids, cfg.grpo_std_floor), {}
     adv, stats = leaf_advantages(completions.ids, completions.mask, completions.surprisal, rewards, group_ids,
@@ -158,9 +174,9 @@ def reference_logprobs(run: Run, inputs: dict, completions: Completions) -> torc
     if run.cfg.loss.beta == 0:
         return None
     parts = []
-    with run.model.disable_adapter():
+    with run.policy.disable_adapter():
         for rows in micro_batches(len(completions.ids), run.cfg.optim.micro_batch):
-            parts.append(completion_logprobs(run.model, slice_rows(inputs, rows, run.adapter.row_keys),
+            parts.append(completion_logprobs(run.policy, slice_rows(inputs, rows, run.adapter.row_keys),
                                              completions.ids[rows], completions.mask[rows], run.adapter.keeps_logits))
     return torch.cat(parts)
 
@@ -178,19 +194,24 @@ def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
         group["lr"] = lr_at(step, cfg)
     run.model.train()
     totals: dict[str, float] = {}
-    for rows in micro_batches(n_rows, cfg.optim.micro_batch):
-        logp = completion_logprobs(run.model, slice_rows(inputs, rows, run.adapter.row_keys),
-                                   completions.ids[rows], mask[rows], run.adapter.keeps_logits)
-        loss, metrics = policy_loss(logp, logp.detach(), adv[rows], mask[rows], None if ref is None else ref[rows],
-                                    clip_low=cfg.loss.clip_low, clip_high=cfg.loss.clip_high, beta=cfg.loss.beta,
-                                    agg=cfg.loss.agg, max_tokens=cfg.rollout.max_new_tokens, normalizer=normalizer)
-        loss.backward()
+    batches = micro_batches(n_rows, cfg.optim.micro_batch)
+    for i, rows in enumerate(batches):
+        # gradients are all-reduced across processes once, on the last micro-batch
+        sync = nullcontext() if i == len(batches) - 1 else run.accelerator.no_sync(run.model)
+        with sync:
+            logp = completion_logprobs(run.model, slice_rows(inputs, rows, run.adapter.row_keys),
+                                       completions.ids[rows], mask[rows], run.adapter.keeps_logits)
+            loss, metrics = policy_loss(logp, logp.detach(), adv[rows], mask[rows],
+                                        None if ref is None else ref[rows], clip_low=cfg.loss.clip_low,
+                                        clip_high=cfg.loss.clip_high, beta=cfg.loss.beta, agg=cfg.loss.agg,
+                                        max_tokens=cfg.rollout.max_new_tokens, normalizer=normalizer)
+            run.accelerator.backward(loss)
         weight = float(mask[rows].sum()) / max(float(mask.sum()), 1.0)  # token-weighted metric means
         totals["loss"] = totals.get("loss", 0.0) + loss.item()
         for key in ("kl", "clip_frac"):
             totals[key] = totals.get(key, 0.0) + weight * metrics[key].item()
     params = [p for p in run.model.parameters() if p.requires_grad]
-    totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip).item()
+    totals["grad_norm"] = float(run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip))
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.model.eval()
@@ -200,8 +221,11 @@ def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
 
 def train_step(run: Run, step: int) -> dict:
     """rollout -> score -> advantages -> reference -> update, timed per phase."""
-    torch.manual_seed(run.cfg.seed * 1_000_003 + step)  # sampling and dropout depend on the step only
-    prompts = prompts_for(step, run.train, run.cfg.rollout.prompts_per_step, run.cfg.seed)
+    acc = run.accelerator
+    # sampling and dropout depend on (seed, step, process) only
+    torch.manual_seed(run.cfg.seed * 1_000_003 + step * 1_009 + acc.process_index)
+    prompts = prompts_for(step, run.train, run.cfg.rollout.prompts_per_step, run.cfg.seed, acc.process_index,
+                          acc.num_processes)
     times, clock = {}, time.perf_counter()
 
     def tick(name: str) -> None:
@@ -222,9 +246,19 @@ def train_step(run: Run, step: int) -> dict:
     tick("update")
     k = run.cfg.rollout.rollout_budget
     equal = (rewards.view(-1, k).amax(1) == rewards.view(-1, k).amin(1)).sum().item()
-    return {"reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
-            "response_tokens": completions.mask.sum(1).float().mean().item(), "equal_reward_groups": equal,
-            **metrics, **engine, **times}
+    row = {"reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+           "response_tokens": completions.mask.sum(1).float().mean().item(), "equal_reward_groups": equal,
+           **metrics, **engine, **times}
+    return mean_over_processes(acc, row)
+
+
+def mean_over_processes(accelerator: Any, row: dict) -> dict:
+    """Each metric averaged over the processes (identity on one)."""
+    if accelerator.num_processes == 1:
+        return row
+    keys = sorted(row)
+    values = torch.tensor([float(row[k]) for k in keys], device=accelerator.device)
+    return dict(zip(keys, accelerator.reduce(values, reduction="mean").tolist()))
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -233,8 +267,8 @@ def train_step(run: Run, step: int) -> dict:
 def held_out(run: Run) -> dict:
     """Greedy and one sampled pass (T 0.9, top-p 0.9, seed 42) of lowercased corpus BLEU."""
     kw = {"max_new_tokens": run.cfg.rollout.max_new_tokens}
-    greedy = evaluate(run.model, run.adapter, run.valid, **kw).bleu
-    sampled = evaluate(run.model, run.adapter, run.valid, do_sample=True, temperature=0.9, top_p=0.9, seed=42, **kw)
+    greedy = evaluate(run.policy, run.adapter, run.valid, **kw).bleu
+    sampled = evaluate(run.policy, run.adapter, run.valid, do_sample=True, temperature=0.9, top_p=0.9, seed=42, **kw)
     return {"valid_bleu": greedy, "valid_bleu_sampled": sampled.bleu}
 
 
@@ -257,36 +291,44 @@ def stop_on_interrupt():
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dict:
-    console = Console(quiet=quiet)
+    """Run (or, with ``resume``, continue) training; returns the summary (main process)."""
     started = time.time()
-    run = setup(cfg, console, resume)
+    run = setup(cfg, Console(quiet=quiet), resume)
+    main = run.accelerator.is_main_process
+    console = Console(quiet=quiet or not main)
     run.model.eval()
-    logger = MetricsLogger(run.out, append=resume)
-    before = held_out(run) if run.start_step == 0 else json.loads((run.out / "before.json").read_text())
-    write_text_atomic(run.out / "before.json", json.dumps(before))
+    logger = MetricsLogger(run.out, append=resume, enabled=main)
+    before = {}
+    if main:  # held-out evaluation runs on the main process; the others wait at the next collective
+        before = held_out(run) if run.start_step == 0 else json.loads((run.out / "before.json").read_text())
+        write_text_atomic(run.out / "before.json", json.dumps(before))
     columns = [TextColumn(f"[bold]{cfg.algo}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     step = run.start_step
-    with stop_on_interrupt() as interrupt, Progress(*columns, console=console, disable=quiet) as bar:
+    with stop_on_interrupt() as interrupt, Progress(*columns, console=console, disable=quiet or not main) as bar:
         task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
         while step < cfg.steps and not interrupt["stop"]:
             row = train_step(run, step)
             step += 1
-            if step % cfg.eval_every == 0 and step < cfg.steps:
+            if main and step % cfg.eval_every == 0 and step < cfg.steps:
                 row.update(held_out(run))
             logger.log(step, row)
             if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
-                save_checkpoint(run.out, step, run.model, run.optimizer, {"algo": cfg.algo})
+                if main:
+                    save_checkpoint(run.out, step, run.policy, run.optimizer, {"algo": cfg.algo})
+                run.accelerator.wait_for_everyone()
             bar.update(task, completed=step, info=f"reward {row['reward_mean']:.3f}  kl {row['kl']:.4f}"
                        + (f"  fork-fire {row['fork_fire_rate']:.2f}" if "fork_fire_rate" in row else ""))
-    if interrupt["stop"]:
-        logger.close()
-        console.print(f"stopped at step {step}: checkpoint saved; continue with --resume")
-        return {"algo": cfg.algo, "steps": step, "interrupted": True}
-    after = held_out(run)
-    logger.log(step, after)
     logger.close()
-    summary = {"algo": cfg.algo, "steps": step, "valid_bleu_before": before["valid_bleu"],
+    if interrupt["stop"]:
+        console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
+        return {"algo": cfg.algo, "steps": step, "interrupted": True}
+    if not main:
+        return {}
+    after = held_out(run)
+    MetricsLogger(run.out, append=True, tensorboard=False).log(step, after)
+    summary = {"algo": cfg.algo, "steps": step, "processes": run.accelerator.num_processes,
+               "valid_bleu_before": before["valid_bleu"],
                "valid_bleu_after": after["valid_bleu"], "valid_bleu_sampled_before": before["valid_bleu_sampled"],
                "valid_bleu_sampled_after": after["valid_bleu_sampled"], "wall_seconds": time.time() - started}
     write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2))

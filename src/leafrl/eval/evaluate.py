@@ -34,7 +34,8 @@ def evaluate(model: Any, adapter: Any, examples: Sequence[Any], *, max_new_token
     predictions: list[str] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        out = generate_completions(model, adapter, encode_examples(adapter, chunk), do_sample=do_sample,
+        inputs = {k: v.to(model.device) for k, v in encode_examples(adapter, chunk).items()}
+        out = generate_completions(model, adapter, inputs, do_sample=do_sample,
                                    max_new_tokens=max_new_tokens, temperature=temperature,
                                    top_p=top_p, surprisal=None)
         predictions += [p.strip() for p in adapter.decode(out.ids)]
