@@ -185,3 +185,15 @@ def test_streaming_from_a_folder_of_data_files(data_dir, tmp_path):
     _write(folder / "train.jsonl", [row])
     (example,) = read_hf_dataset(folder, "train", streaming=True)
     assert Path(example.audio).resolve() == (data_dir / "audio" / "a.wav").resolve()
+
+
+def test_text_only_rows_have_no_audio(tmp_path):
+    """LEAF also trains text LMs: a row may carry "audio": null or no audio key at all."""
+    rows = [{"id": "t0", "audio": None, "prompt": "2 + 2 =", "reference": "4", "task": "math"},
+            {"id": "t1", "prompt": "3 + 3 =", "reference": "6", "task": "math"}]
+    path = _write(tmp_path / "m.jsonl", rows)
+    examples = list(read_manifest(path))
+    assert [e.audio for e in examples] == [None, None]
+    assert examples[0].to_row()["audio"] is None
+    with pytest.raises(DataError, match="'t2'"):
+        list(read_manifest(_write(tmp_path / "n.jsonl", [{**rows[0], "id": "t2", "audio": ""}])))

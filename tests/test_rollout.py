@@ -88,3 +88,12 @@ def test_suppressed_tokens_are_never_generated(tiny_sallm):
         adapter.suppress_token_ids = saved
     assert out.ids[0, 0].item() != first
     assert not torch.isin(out.ids, torch.tensor(saved)).any()
+
+
+def test_encode_examples_refuses_a_modality_mismatch(tiny_sallm):
+    from leafrl.data import Example
+    from leafrl.rollout.batch import encode_examples
+
+    _, adapter = tiny_sallm
+    with pytest.raises(ValueError, match="'q1'.*needs a clip"):
+        encode_examples(adapter, [Example("q1", None, "2 + 2 =", "4", "math")])

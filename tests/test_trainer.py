@@ -135,3 +135,27 @@ def test_two_processes_data_parallel(setting, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # one log per step, from the main process
     assert latest_checkpoint(tmp_path / "ddp").name == "step-000002"
+
+
+def text_dataset(root):
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 8), ("valid", 2)):
+        rows = [{"id": f"{split}{i}", "audio": None, "prompt": f"Count to {i % 3 + 2}.",
+                 "reference": " ".join(str(j) for j in range(1, i % 3 + 3)), "task": "count"} for i in range(n)]
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.mark.parametrize("family", ["granite_speech", "text"])
+def test_other_families_train_through_the_same_loop(setting, tmp_path, family):
+    from test_models import save_granite, save_text
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (save_granite if family == "granite_speech" else save_text)(model_dir)
+    data = setting[0] if family == "granite_speech" else text_dataset(tmp_path / "text")
+    cfg = tiny_config((data, model_dir), tmp_path / "run", steps=1)
+    summary = train(cfg, quiet=True)
+    assert summary["steps"] == 1
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert REQUIRED <= set(next(r for r in rows if "loss" in r))

@@ -10,7 +10,8 @@ A manifest row is the JSON form of an Example::
     {"id": "...", "audio": "clips/a.wav", "prompt": "...", "reference": "...", "task": "ast",
      "meta": {...}}
 
-``id``, ``audio``, ``prompt``, ``reference`` and ``task`` are required non-empty strings;
+``id``, ``prompt``, ``reference`` and ``task`` are required non-empty strings; ``audio`` is a
+non-empty path string, or null / absent for text-only rows (LEAF also trains text LMs);
 ``meta`` is an optional object, and any other top-level key is kept in ``meta`` too. Every
 failure raises :class:`DataError` naming the file and the row id (or the line when the id
 itself is the problem).
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-REQUIRED_FIELDS = ("id", "audio", "prompt", "reference", "task")
+REQUIRED_FIELDS = ("id", "prompt", "reference", "task")
+FIELDS = ("id", "audio", "prompt", "reference", "task")
 
 
 class DataError(ValueError):
@@ -50,7 +52,8 @@ def _audio_ok(audio: Any) -> bool:
 @dataclass(frozen=True)
 class Example:
     """One row: ``audio`` is an absolute path string, bytes, an HF ``{"bytes", "path"}`` dict,
-    ``{"array", "sampling_rate"}`` or ``(array, rate)``; the text fields are plain strings."""
+    ``{"array", "sampling_rate"}``, ``(array, rate)``, or None for a text-only row; the text
+    fields are plain strings."""
 
     id: str
     audio: Any
@@ -66,7 +69,7 @@ class Example:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise DataError(f"example {self.id!r}: {name} must be a non-empty string, got {value!r}")
-        if not _audio_ok(self.audio):
+        if self.audio is not None and not _audio_ok(self.audio):
             raise DataError(f"example {self.id!r}: unsupported or empty audio of type "
                             f"{type(self.audio).__name__}")
         if not isinstance(self.meta, dict):
@@ -74,7 +77,7 @@ class Example:
 
     def to_row(self) -> dict:
         """The manifest (JSON) form; only valid when ``audio`` is a path string."""
-        if not isinstance(self.audio, str):
+        if self.audio is not None and not isinstance(self.audio, str):
             raise DataError(f"example {self.id!r}: only path audio can be written to a manifest")
         return {"id": self.id, "audio": self.audio, "prompt": self.prompt,
                 "reference": self.reference, "task": self.task, "meta": self.meta}
@@ -98,7 +101,7 @@ def example_from_row(row: Any, *, source: str, line: int | None = None,
     row_id = row.get("id")
     if not isinstance(row_id, str) or not row_id.strip():
         raise DataError(f"{where}: missing or empty 'id' (got {row_id!r})")
-    for name in REQUIRED_FIELDS[1:]:
+    for name in REQUIRED_FIELDS[1:]:  # the text fields
         value = row.get(name)
         if name not in row:
             raise DataError(f"{where}: row {row_id!r} has no {name!r} field")
@@ -109,11 +112,16 @@ def example_from_row(row: Any, *, source: str, line: int | None = None,
     meta = row.get("meta", {})
     if not isinstance(meta, dict):
         raise DataError(f"{where}: row {row_id!r}: 'meta' must be an object, got {type(meta).__name__}")
-    extra = {k: v for k, v in row.items() if k not in REQUIRED_FIELDS and k != "meta"}
-    audio = Path(row["audio"]).expanduser()
-    if not audio.is_absolute() and base_dir is not None:
-        audio = base_dir / audio
-    if not audio.is_file():
-        raise DataError(f"{where}: row {row_id!r}: audio file not found: {audio}")
-    return Example(id=row_id, audio=os.path.abspath(audio), prompt=row["prompt"],
+    extra = {k: v for k, v in row.items() if k not in FIELDS and k != "meta"}
+    audio = row.get("audio")
+    if audio is not None:
+        if not isinstance(audio, str) or not audio.strip():
+            raise DataError(f"{where}: row {row_id!r}: 'audio' must be a path string or null, got {audio!r}")
+        path = Path(audio).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise DataError(f"{where}: row {row_id!r}: audio file not found: {path}")
+        audio = os.path.abspath(path)
+    return Example(id=row_id, audio=audio, prompt=row["prompt"],
                    reference=row["reference"], task=row["task"], meta={**extra, **meta})

@@ -15,8 +15,13 @@ def encode_examples(adapter: Any, examples: Sequence[Any], system: str | None = 
     """Model inputs (prompt rows, left-padded) for ``examples`` (leafrl.data.Example)."""
     prompts = [adapter.build_prompt(ex.prompt, system) for ex in examples]
     ids = [ex.id for ex in examples]
+    wants_audio = adapter.sampling_rate is not None
+    for ex in examples:
+        if (ex.audio is not None) != wants_audio:
+            raise ValueError(f"example {ex.id!r}: " + (f"no audio, but {adapter.family} needs a clip per prompt"
+                             if wants_audio else f"has audio, but {adapter.family} is a text-only model"))
     audios = None
-    if adapter.sampling_rate is not None:
+    if wants_audio:
         audios = [load_audio(ex.audio, sampling_rate=adapter.sampling_rate, example_id=ex.id)
                   for ex in examples]
     return adapter.encode(prompts, audios, ids)
