@@ -7,7 +7,6 @@ RL improves what SFT cannot, as in the paper: SFT brings a model to partial comp
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate
 from leafrl.models import attach_lora, completion_logprobs, load_speech_lm
 from leafrl.rollout.batch import encode_examples, encode_targets
+from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger
 
 
@@ -52,15 +52,6 @@ def setup_model(cfg: SFTConfig, train: list[Any]) -> tuple[Any, Any]:
         s = cfg.lora_settings
         model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
     return model, adapter
-
-
-def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
-    """Linear warmup to lr, cosine decay to lr * min_lr_ratio at the last step."""
-    warmup = max(1, int(cfg.warmup_frac * total))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def batches(n: int, size: int, seed: int):
@@ -113,7 +104,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
         task = bar.add_task("sft", total=cfg.steps, info="")
         for step, idx in zip(range(cfg.steps), batches(len(train), cfg.batch_size, cfg.seed)):
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg.steps, cfg)
+                group["lr"] = warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_frac, cfg.min_lr_ratio)
             loss = train_step(model, adapter, [train[i] for i in idx], cfg, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -14,7 +14,6 @@ repeats exactly what an uninterrupted one would have done.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -36,6 +35,7 @@ from leafrl.models import attach_lora, completion_logprobs, load_speech_lm, slic
 from leafrl.rewards import compute_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import Completions, generate_completions
+from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger
 
 
@@ -118,16 +118,6 @@ def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int
     return [train[i] for i in mine]
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine down to ``min_lr_ratio`` x lr at the last step."""
-    o, total = cfg.optim, cfg.steps
-    warmup = max(1, int(o.warmup_frac * total))
-    if step < warmup:
-        return o.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 # ---------------------------------------------------------------------------- the phases
 
 
@@ -191,7 +181,7 @@ def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
                   "token_mean": float(mask.sum().clamp(min=1)),
                   "dr_grpo": float(n_rows * cfg.rollout.max_new_tokens)}[cfg.loss.agg]
     for group in run.optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
+        group["lr"] = warmup_cosine(step, cfg.steps, cfg.optim.lr, cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
     run.model.train()
     totals: dict[str, float] = {}
     batches = micro_batches(n_rows, cfg.optim.micro_batch)
