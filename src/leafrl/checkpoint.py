@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from leafrl._files import write_text_atomic
+
 KEEP = 2  # complete checkpoints kept on disk
 
 
@@ -33,9 +35,7 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: torch.optim.Opt
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    pointer = root / ".latest.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / "latest")
+    write_text_atomic(root / "latest", final.name)
     older = sorted(p for p in root.glob("step-*") if p != final)
     for old in older[: max(0, len(older) - (KEEP - 1))]:
         shutil.rmtree(old)

@@ -7,8 +7,6 @@ Every default lives here (or, for LEAF's own options, in ``LeafConfig``); the CL
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from leafrl._files import write_text_atomic
 from leafrl.advantages import LeafConfig
 from leafrl.losses import AGGREGATIONS
 from leafrl.models.tiny import TinySize
@@ -234,11 +233,3 @@ def _merge(base: dict, new: dict) -> dict:
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
     write_text_atomic(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

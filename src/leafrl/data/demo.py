@@ -42,7 +42,6 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
 from multiprocessing import get_context
@@ -52,6 +51,7 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
+from leafrl._files import write_text_atomic
 from leafrl.audio.io import resample, write_audio
 from leafrl.data import grammar
 
@@ -234,16 +234,6 @@ def render_all(jobs: list[Job], workers: int, progress: bool) -> list[int]:
 
 # ---- files ------------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) under a temporary name beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def manifest_text(rows: list[dict]) -> str:
     """JSONL: one object per line, UTF-8 (no ASCII escapes), keys in row order."""
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -331,7 +321,7 @@ def build_demo(out_dir: Path, *, seed: int = 0, n_train: int = 5000, n_valid: in
         row["duration"] = round(length / sampling_rate, 3)
     _prune_audio(out_dir, rows)
     for split in SPLITS:
-        _write_atomic(out_dir / f"{split}.jsonl", manifest_text(rows[split]))
+        write_text_atomic(out_dir / f"{split}.jsonl", manifest_text(rows[split]))
     summary = _summary(settings, rows, espeak, time.perf_counter() - start)
-    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
