@@ -15,6 +15,7 @@ from rich.console import Console
 
 from leafrl import __version__
 from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages
+from leafrl.config import SFTConfig, TrainConfig
 
 app = typer.Typer(
     name="leafrl",
@@ -35,9 +36,9 @@ EXAMPLE_REWARDS = [0.6, 0.4, 0.2, 0.0]
 EXAMPLE_SURPRISAL = [5.0 if t == 3 else 4.0 if t == 7 else 0.1 * t for t in range(10)]
 
 
-def _default(field: str) -> str:
-    """A LeafConfig default for --help, so the CLI never restates one."""
-    return str(getattr(LeafConfig(), field))
+def _default(config: type, field: str) -> str:
+    """A config dataclass's default for --help, so the CLI never restates one."""
+    return str(getattr(config(), field))
 
 
 @app.callback()
@@ -55,12 +56,14 @@ def version() -> None:
 @app.command()
 def explain(
     fork_budget: int | None = typer.Option(None, help="B, boundaries per group",
-                                           show_default=_default("fork_budget")),
+                                           show_default=_default(LeafConfig, "fork_budget")),
     min_prefix_tokens: int | None = typer.Option(None, help="earliest boundary position",
-                                                 show_default=_default("min_prefix_tokens")),
-    terms: str | None = typer.Option(None, help="both | global | local", show_default=_default("terms")),
-    normalize: str | None = typer.Option(None, help="span_zscore | none", show_default=_default("normalize")),
-    boundaries: str | None = typer.Option(None, help="surprisal | trie", show_default=_default("boundaries")),
+                                                 show_default=_default(LeafConfig, "min_prefix_tokens")),
+    terms: str | None = typer.Option(None, help="both | global | local", show_default=_default(LeafConfig, "terms")),
+    normalize: str | None = typer.Option(None, help="span_zscore | none",
+                                         show_default=_default(LeafConfig, "normalize")),
+    boundaries: str | None = typer.Option(None, help="surprisal | trie",
+                                          show_default=_default(LeafConfig, "boundaries")),
 ) -> None:
     """Walk through LEAF's credit assignment on the paper's worked example (K = 4 translations)."""
     given = {"fork_budget": fork_budget, "min_prefix_tokens": min_prefix_tokens, "terms": terms,
@@ -152,25 +155,19 @@ def data_convert(
     Console().print_json(json.dumps(summary, default=str))
 
 
-def _sft_default(name: str) -> str:
-    from leafrl.config import SFTConfig
-
-    return str(getattr(SFTConfig(), name))
-
-
 @app.command()
 def sft(
     data: str | None = typer.Option(None, help="data directory or saved dataset",
                                     show_default="the built-in task"),
     model: str | None = typer.Option(None, help="hub name or HF directory", show_default="a new tiny SALLM"),
-    out: str | None = typer.Option(None, help="output directory", show_default=_sft_default("out")),
-    steps: int | None = typer.Option(None, help="optimizer steps", show_default=_sft_default("steps")),
+    out: str | None = typer.Option(None, help="output directory", show_default=_default(SFTConfig, "out")),
+    steps: int | None = typer.Option(None, help="optimizer steps", show_default=_default(SFTConfig, "steps")),
     config: Path | None = typer.Option(None, help="a YAML file of SFTConfig settings"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set lr=1e-4 (repeatable)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Supervised warm start: train on the references, report held-out BLEU before and after."""
-    from leafrl.config import SFTConfig, load_config
+    from leafrl.config import load_config
     from leafrl.sft import run_sft
 
     try:
@@ -180,26 +177,20 @@ def sft(
         _fail(err)
 
 
-def _train_default(name: str) -> str:
-    from leafrl.config import TrainConfig
-
-    return str(getattr(TrainConfig(), name))
-
-
 @app.command()
 def train(
-    algo: str | None = typer.Option(None, help="leaf | grpo", show_default=_train_default("algo")),
+    algo: str | None = typer.Option(None, help="leaf | grpo", show_default=_default(TrainConfig, "algo")),
     model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in SFT model"),
     data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
-    out: str | None = typer.Option(None, help="output directory", show_default=_train_default("out")),
-    steps: int | None = typer.Option(None, help="RL steps", show_default=_train_default("steps")),
+    out: str | None = typer.Option(None, help="output directory", show_default=_default(TrainConfig, "out")),
+    steps: int | None = typer.Option(None, help="RL steps", show_default=_default(TrainConfig, "steps")),
     config: Path | None = typer.Option(None, help="a YAML file of TrainConfig settings"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set optim.lr=1e-5 (repeatable)"),
     resume: Path | None = typer.Option(None, help="continue the run in this directory from its last checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """LEAF (or GRPO) post-training with LoRA; held-out BLEU before and after."""
-    from leafrl.config import TrainConfig, load_config
+    from leafrl.config import load_config
     from leafrl.trainer import train as run_train
 
     try:

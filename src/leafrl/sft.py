@@ -7,6 +7,7 @@ RL improves what SFT cannot, as in the paper: SFT brings a model to partial comp
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -14,15 +15,15 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from leafrl.config import SFTConfig, save_config, write_text_atomic
+from leafrl._files import write_text_atomic
+from leafrl.config import SFTConfig, save_config
 from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate
 from leafrl.models import attach_lora, completion_logprobs, load_speech_lm
 from leafrl.rollout.batch import encode_examples, encode_targets
 from leafrl.schedule import warmup_cosine
-from leafrl.tracking import MetricsLogger
+from leafrl.tracking import MetricsLogger, progress_bar
 
 
 def resolve_data(data: str | None, console: Console) -> Path:
@@ -98,9 +99,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     logger.log(0, {"valid_bleu": bleu_before})
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     model.train()
-    columns = [TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=quiet) as bar:
+    with progress_bar("sft", console, quiet) as bar:
         task = bar.add_task("sft", total=cfg.steps, info="")
         for step, idx in zip(range(cfg.steps), batches(len(train), cfg.batch_size, cfg.seed)):
             for group in optimizer.param_groups:
@@ -127,7 +126,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
                "train_examples": len(train), "valid_examples": len(valid),
                "valid_bleu_before": bleu_before, "valid_bleu_after": bleu_after,
                "wall_seconds": time.time() - started, "model_dir": str(out / "model")}
-    write_text_atomic(out / "summary.json", __import__("json").dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     console.print(f"held-out BLEU {bleu_before:.1f} -> {bleu_after:.1f} in {summary['wall_seconds']:.0f} s; "
                   f"model saved to {out / 'model'}")
     return summary

@@ -1,7 +1,5 @@
-"""MetricsLogger: one place that writes run metrics, to JSONL (always) and TensorBoard.
-
-Only the main process writes (pass ``enabled=False`` on the others).
-"""
+"""Run reporting: MetricsLogger writes metrics to JSONL (always) and TensorBoard; progress_bar
+is the rich bar every long command shows. Only the main process writes (``enabled=False``)."""
 
 from __future__ import annotations
 
@@ -9,6 +7,16 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def progress_bar(label: str, console: Console, disable: bool) -> Progress:
+    """A bar with a free-text ``info`` field (``bar.add_task(label, total=n, info="")``) and ETA."""
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    return Progress(*columns, console=console, disable=disable)
 
 
 class MetricsLogger:

@@ -23,20 +23,20 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from leafrl._files import write_text_atomic
 from leafrl.advantages import grpo_advantages, leaf_advantages
 from leafrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from leafrl.config import SFTConfig, TrainConfig, save_config, write_text_atomic
+from leafrl.config import SFTConfig, TrainConfig, save_config
 from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate
 from leafrl.losses import policy_loss
-from leafrl.models import attach_lora, completion_logprobs, load_speech_lm, slice_rows
+from leafrl.models import attach_lora, completion_logprobs, load_speech_lm, repeat_rows, slice_rows
 from leafrl.rewards import compute_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import Completions, generate_completions
 from leafrl.schedule import warmup_cosine
-from leafrl.tracking import MetricsLogger
+from leafrl.tracking import MetricsLogger, progress_bar
 
 
 @dataclass
@@ -129,9 +129,7 @@ def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Comp
     out = generate_completions(run.policy, run.adapter, inputs, max_new_tokens=r.max_new_tokens,
                                num_samples=r.rollout_budget, temperature=r.temperature, top_p=r.top_p,
                                surprisal=r.surprisal)
-    repeated = {k: v.repeat_interleave(r.rollout_budget, 0) if k in run.adapter.row_keys else v
-                for k, v in inputs.items()}
-    return repeated, out
+    return repeat_rows(inputs, r.rollout_budget, run.adapter.row_keys), out
 
 
 def score(run: Run, prompts: list[Any], completions: Completions) -> torch.Tensor:
@@ -292,10 +290,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     if main:  # held-out evaluation runs on the main process; the others wait at the next collective
         before = held_out(run) if run.start_step == 0 else json.loads((run.out / "before.json").read_text())
         write_text_atomic(run.out / "before.json", json.dumps(before))
-    columns = [TextColumn(f"[bold]{cfg.algo}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     step = run.start_step
-    with stop_on_interrupt() as interrupt, Progress(*columns, console=console, disable=quiet or not main) as bar:
+    with stop_on_interrupt() as interrupt, progress_bar(cfg.algo, console, quiet or not main) as bar:
         task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
         while step < cfg.steps and not interrupt["stop"]:
             row = train_step(run, step)
