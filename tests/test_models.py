@@ -10,14 +10,18 @@ import torch
 from conftest import TEXTS, TINY
 from leafrl.audio.io import AudioError
 from leafrl.models import (
+    EMBEDDED_KEYS,
     attach_lora,
     completion_logprobs,
+    embed_prompts,
     family_of,
     load_speech_lm,
     repeat_rows,
     slice_rows,
+    trim_padding,
 )
 from leafrl.models.tiny import build_tiny_sallm, train_tokenizer
+from leafrl.rollout.hf import generate_completions
 
 GRANITE_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
 GRANITE_TEMPLATE = ("{% for m in messages %}<|start_of_role|>{{ m['role'] }}<|end_of_role|>"
@@ -155,6 +159,41 @@ def test_generate_and_logprobs_of_given_completions(family):
                                     completion[:1], mask[:1], adapter.keeps_logits)
     torch.testing.assert_close(alone, recomputed[:1], atol=1e-4, rtol=1e-4)
     assert len(adapter.decode(completion)) == 4
+
+
+def test_embedded_prompts_give_the_same_samples_and_logprobs(family):
+    """Embedding each prompt once (audio encoder included) and repeating the embeddings K times
+    changes nothing: same sampled tokens, same surprisal, same log-probs as the ids path."""
+    _, model, adapter = family
+    inputs = adapter.encode(*batch(adapter))
+    embedded = embed_prompts(model, inputs)
+    assert set(embedded) == set(EMBEDDED_KEYS)
+    assert embedded["inputs_embeds"].shape[:2] == inputs["attention_mask"].shape
+    kw = {"max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9}
+    torch.manual_seed(3)
+    plain = generate_completions(model, adapter, inputs, num_samples=3, **kw)
+    torch.manual_seed(3)
+    fast = generate_completions(model, adapter, repeat_rows(embedded, 3, EMBEDDED_KEYS), **kw)
+    assert torch.equal(fast.ids, plain.ids) and torch.equal(fast.mask, plain.mask)
+    torch.testing.assert_close(fast.surprisal, plain.surprisal, atol=1e-4, rtol=1e-4, equal_nan=True)
+    with torch.no_grad():
+        by_ids = completion_logprobs(model, repeat_rows(inputs, 3, adapter.row_keys), plain.ids, plain.mask,
+                                     adapter.keeps_logits)
+        rows, ids, mask = trim_padding(slice_rows(repeat_rows(embedded, 3, EMBEDDED_KEYS), slice(0, 3),
+                                                  EMBEDDED_KEYS), plain.ids[:3], plain.mask[:3])
+        by_embeds = completion_logprobs(model, rows, ids, mask, adapter.keeps_logits)
+    torch.testing.assert_close(by_embeds, by_ids[:3, : ids.shape[1]], atol=1e-4, rtol=1e-4)
+    assert not by_ids[:3, ids.shape[1]:].any()  # trimmed columns held only padding
+
+
+def test_trim_padding_drops_only_all_padding_columns():
+    inputs = {"inputs_embeds": torch.randn(2, 5, 3), "attention_mask": torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])}
+    ids = torch.tensor([[4, 5, 0, 0], [6, 0, 0, 0]])
+    mask = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    rows, ids2, mask2 = trim_padding(inputs, ids, mask)
+    assert rows["attention_mask"].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]
+    torch.testing.assert_close(rows["inputs_embeds"], inputs["inputs_embeds"][:, 1:])
+    assert ids2.tolist() == [[4, 5], [6, 0]] and mask2.shape == (2, 2)
 
 
 def test_lora_starts_as_the_reference_and_trains_only_the_language_model(family):

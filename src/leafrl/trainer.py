@@ -31,7 +31,16 @@ from leafrl.config import SFTConfig, TrainConfig, save_config
 from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate
 from leafrl.losses import policy_loss
-from leafrl.models import attach_lora, completion_logprobs, load_speech_lm, repeat_rows, slice_rows
+from leafrl.models import (
+    EMBEDDED_KEYS,
+    attach_lora,
+    completion_logprobs,
+    embed_prompts,
+    load_speech_lm,
+    repeat_rows,
+    slice_rows,
+    trim_padding,
+)
 from leafrl.rewards import compute_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import Completions, generate_completions
@@ -122,14 +131,16 @@ def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int
 
 
 def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Completions]:
-    """K responses per prompt from one batched generate call; inputs come back repeated K."""
+    """K responses per prompt from one batched generate call. Each prompt is embedded once (the
+    audio encoder runs once per prompt, not per sample) and the embeddings, repeated K times,
+    serve the rollout, the reference and the update: {"inputs_embeds" [N, P, D], "attention_mask"}."""
     r = run.cfg.rollout
     device = run.accelerator.device
     inputs = {k: v.to(device) for k, v in encode_examples(run.adapter, prompts, run.cfg.system).items()}
-    out = generate_completions(run.policy, run.adapter, inputs, max_new_tokens=r.max_new_tokens,
-                               num_samples=r.rollout_budget, temperature=r.temperature, top_p=r.top_p,
-                               surprisal=r.surprisal)
-    return repeat_rows(inputs, r.rollout_budget, run.adapter.row_keys), out
+    rows = repeat_rows(embed_prompts(run.policy, inputs), r.rollout_budget, EMBEDDED_KEYS)
+    out = generate_completions(run.policy, run.adapter, rows, max_new_tokens=r.max_new_tokens,
+                               temperature=r.temperature, top_p=r.top_p, surprisal=r.surprisal)
+    return rows, out
 
 
 def score(run: Run, prompts: list[Any], completions: Completions) -> torch.Tensor:
@@ -156,17 +167,22 @@ def micro_batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def micro_batch(inputs: dict, completions: Completions, rows: slice) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The rows' embedded prompts, ids and mask, cut to the columns these rows use."""
+    return trim_padding(slice_rows(inputs, rows, EMBEDDED_KEYS), completions.ids[rows], completions.mask[rows])
+
+
 @torch.no_grad()
 def reference_logprobs(run: Run, inputs: dict, completions: Completions) -> torch.Tensor | None:
     """Log-probs [N, T] under the frozen base policy: the same model, LoRA disabled."""
     if run.cfg.loss.beta == 0:
         return None
-    parts = []
+    out = torch.zeros(completions.ids.shape, device=completions.ids.device)
     with run.policy.disable_adapter():
         for rows in micro_batches(len(completions.ids), run.cfg.optim.micro_batch):
-            parts.append(completion_logprobs(run.policy, slice_rows(inputs, rows, run.adapter.row_keys),
-                                             completions.ids[rows], completions.mask[rows], run.adapter.keeps_logits))
-    return torch.cat(parts)
+            prompt, ids, mask = micro_batch(inputs, completions, rows)
+            out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.adapter.keeps_logits)
+    return out
 
 
 def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
@@ -187,10 +203,12 @@ def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
         # gradients are all-reduced across processes once, on the last micro-batch
         sync = nullcontext() if i == len(batches) - 1 else run.accelerator.no_sync(run.model)
         with sync:
-            logp = completion_logprobs(run.model, slice_rows(inputs, rows, run.adapter.row_keys),
-                                       completions.ids[rows], mask[rows], run.adapter.keeps_logits)
-            loss, metrics = policy_loss(logp, logp.detach(), adv[rows], mask[rows],
-                                        None if ref is None else ref[rows], clip_low=cfg.loss.clip_low,
+            prompt, ids, part = micro_batch(inputs, completions, rows)
+            width = ids.shape[1]
+            logp = completion_logprobs(run.model, prompt, ids, part, run.adapter.keeps_logits)
+            part_adv = adv[rows] if adv.dim() == 1 else adv[rows, :width]
+            loss, metrics = policy_loss(logp, logp.detach(), part_adv, part,
+                                        None if ref is None else ref[rows, :width], clip_low=cfg.loss.clip_low,
                                         clip_high=cfg.loss.clip_high, beta=cfg.loss.beta, agg=cfg.loss.agg,
                                         max_tokens=cfg.rollout.max_new_tokens, normalizer=normalizer)
             run.accelerator.backward(loss)

@@ -12,11 +12,14 @@ from typing import Any
 import torch
 
 from leafrl.models.base import (
+    EMBEDDED_KEYS,
     SpeechLMAdapter,
     completion_logprobs,
+    embed_prompts,
     generation_positions,
     repeat_rows,
     slice_rows,
+    trim_padding,
 )
 from leafrl.models.granite_speech import GraniteSpeechAdapter
 from leafrl.models.qwen2_audio import Qwen2AudioAdapter
@@ -71,13 +74,16 @@ def attach_lora(model: Any, *, rank: int, alpha: int, dropout: float,
 
 __all__ = [
     "ADAPTERS",
+    "EMBEDDED_KEYS",
     "LORA_PROJECTIONS",
     "SpeechLMAdapter",
     "attach_lora",
     "completion_logprobs",
+    "embed_prompts",
     "family_of",
     "generation_positions",
     "load_speech_lm",
     "repeat_rows",
     "slice_rows",
+    "trim_padding",
 ]

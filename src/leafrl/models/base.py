@@ -125,6 +125,59 @@ def slice_rows(inputs: dict[str, torch.Tensor], rows: slice | torch.Tensor,
     return {key: v[rows] if key in row_keys else v for key, v in inputs.items()}
 
 
+EMBEDDED_KEYS = ("inputs_embeds", "attention_mask")
+"""The row keys of embedded prompts (see ``embed_prompts``)."""
+
+
+class _Reached(Exception):
+    """Raised by the hook in ``embed_prompts`` once the language model's input is known."""
+
+    def __init__(self, embeds: torch.Tensor):
+        self.embeds = embeds
+
+
+@torch.no_grad()
+def embed_prompts(model: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the language model reads for these prompts: token embeddings with the audio merged in.
+
+    Returns {"inputs_embeds" [N, P, D], "attention_mask" [N, P]}. The model runs only up to its
+    decoder (audio encoder and projector included), for any family. LoRA sits on the language
+    model alone, so these embeddings are the same for every sample, the reference and the update
+    of a prompt: embedding once per prompt and repeating the result K times runs the audio
+    encoder once per prompt instead of once per sample and pass.
+    """
+    decoder = model.get_decoder()
+
+    def capture(module: Any, args: tuple, kwargs: dict) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:  # a plain causal LM hands its decoder the ids
+            embeds = model.get_input_embeddings()(kwargs["input_ids"] if "input_ids" in kwargs else args[0])
+        raise _Reached(embeds)
+
+    handle = decoder.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        model(**inputs, use_cache=False)
+    except _Reached as reached:
+        return {"inputs_embeds": reached.embeds, "attention_mask": inputs["attention_mask"]}
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(model).__name__}: its forward never reached get_decoder() "
+                       f"({type(decoder).__name__}); leafrl cannot embed its prompts")
+
+
+def trim_padding(inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Drop the prompt columns that are padding in every row (left) and the completion columns
+    past every row's end (right). Positions count real tokens only, so results do not change.
+
+    Shapes: inputs [N, P, ...] (``EMBEDDED_KEYS``), completion_ids / completion_mask [N, T].
+    """
+    first = int(inputs["attention_mask"].any(0).long().argmax())
+    width = int(completion_mask.any(0).nonzero().max()) + 1 if completion_mask.any() else 1
+    return ({k: v[:, first:] for k, v in inputs.items()}, completion_ids[:, :width],
+            completion_mask[:, :width])
+
+
 def generation_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids as ``generate`` makes them: count of real tokens before, 0 on padding."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -135,21 +188,27 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
     """Log-probabilities of given completions under ``model`` -> [N, T] float32 (0 on padding).
 
     Shapes: inputs["input_ids"] / ["attention_mask"] [N, P] (left-padded prompts, plus any
-    audio keys of the family), completion_ids [N, T] int, completion_mask [N, T] bool.
+    audio keys of the family) or, from ``embed_prompts``, inputs["inputs_embeds"] [N, P, D] and
+    ["attention_mask"]; completion_ids [N, T] int, completion_mask [N, T] bool.
     Positions follow ``generate``'s convention, so on-policy ratios are exactly 1.
     keeps_logits: pass ``logits_to_keep`` so the model computes only the T + 1 logits needed.
     """
-    n = inputs["input_ids"].shape[0]
+    n = inputs["attention_mask"].shape[0]
     t = completion_ids.shape[1]
     if completion_ids.shape[0] != n or completion_mask.shape != completion_ids.shape:
         raise ValueError(f"completion_ids / completion_mask: expected [{n}, T] for {n} prompt rows, "
                          f"got {list(completion_ids.shape)} and {list(completion_mask.shape)}")
     attention = torch.cat([inputs["attention_mask"], completion_mask.to(inputs["attention_mask"].dtype)], 1)
-    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "inputs_embeds", "attention_mask")}
     if keeps_logits:
         extra["logits_to_keep"] = t + 1
-    out = model(input_ids=torch.cat([inputs["input_ids"], completion_ids], 1), attention_mask=attention,
-                position_ids=generation_positions(attention), use_cache=False, **extra)
+    if "inputs_embeds" in inputs:
+        embed = getattr(model, "module", model).get_input_embeddings()  # DDP keeps the model in .module
+        embedded = embed(completion_ids).to(inputs["inputs_embeds"].dtype)
+        extra["inputs_embeds"] = torch.cat([inputs["inputs_embeds"], embedded], 1)
+    else:
+        extra["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], 1)
+    out = model(attention_mask=attention, position_ids=generation_positions(attention), use_cache=False, **extra)
     logits = out.logits[:, -t - 1:-1].float()  # [N, T, V]: position P-1+j predicts token j
     picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
     return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)

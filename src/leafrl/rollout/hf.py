@@ -39,7 +39,8 @@ def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tenso
                          max_new_tokens: int, num_samples: int = 1, do_sample: bool = True,
                          temperature: float = 1.0, top_p: float = 1.0,
                          surprisal: str | None = "processed") -> Completions:
-    """Sample ``num_samples`` completions per prompt row of ``inputs`` (an adapter's encode).
+    """Sample ``num_samples`` completions per prompt row of ``inputs``: an adapter's encode, or
+    its ``models.embed_prompts`` (then the audio encoder does not run again).
 
     surprisal: "processed" reads -log p from the distribution actually sampled from (after
     temperature and top-p: the LEAF authors' choice), "raw" from the model's own logits,
@@ -55,7 +56,9 @@ def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tenso
                          num_return_sequences=num_samples, pad_token_id=adapter.pad_token_id,
                          eos_token_id=adapter.eos_token_ids, return_dict_in_generate=True,
                          output_scores=surprisal == "processed", output_logits=surprisal == "raw")
-    ids = out.sequences[:, inputs["input_ids"].shape[1]:]  # [N, T]
+    # generate returns the prompt ids in front of the completion, or only the completion when
+    # it was given embeddings (``models.embed_prompts``)
+    ids = out.sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out.sequences  # [N, T]
     mask = completion_mask(ids, adapter.eos_token_ids)
     ids = ids.masked_fill(~mask, adapter.pad_token_id)
     if surprisal is None:
