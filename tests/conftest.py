@@ -41,7 +41,8 @@ def tone_dataset(root, n_train=24, n_valid=8):
             audio = (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
             _write(root / "audio" / f"{split}{i}.wav", audio, 16000)
             rows.append({"id": f"{split}{i}", "audio": f"audio/{split}{i}.wav", "prompt": "What do you hear?",
-                         "reference": REFERENCES[freq], "task": "ast"})
+                         "reference": REFERENCES[freq], "task": "ast",
+                         "transcript": REFERENCES[freq]})
         (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 

@@ -23,10 +23,12 @@ def data(tmp_path_factory):
 
 
 def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, steps=60, batch_size=8, lr=3e-3,
-                    eval_every=30, eval_examples=8, max_new_tokens=16)
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, align_steps=30, steps=60, batch_size=8,
+                    lr=3e-3, eval_every=30, eval_examples=8, max_new_tokens=16)
     summary = run_sft(cfg, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    ctc = [r["align_ctc"] for r in rows if "align_ctc" in r]
+    assert len(ctc) == 30 and np.mean(ctc[-5:]) < 0.5 * np.mean(ctc[:5])  # the audio aligns first
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 60 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert summary["valid_bleu_after"] > summary["valid_bleu_before"] + 20
@@ -45,7 +47,7 @@ def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
 
 
 def test_sft_with_lora_changes_only_adapter_weights_then_merges(data, tmp_path):
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "lora"), tiny=TINY, steps=3, batch_size=4,
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "lora"), tiny=TINY, align_steps=0, steps=3, batch_size=4,
                     eval_examples=2, max_new_tokens=2, lora=True,
                     lora_settings=dataclasses.replace(SFTConfig().lora_settings, rank=4, alpha=8))
     summary = run_sft(cfg, quiet=True)
@@ -59,7 +61,7 @@ def test_cli_sft_runs_with_a_config_file(data, tmp_path):
     config = tmp_path / "sft.yaml"
     config.write_text("tiny:\n" + "".join(f"  {k}: {v}\n" for k, v in dataclasses.asdict(TINY).items()))
     result = CliRunner().invoke(app, ["sft", "--data", str(data), "--out", str(tmp_path / "cli"), "--steps", "2",
-                                      "--config", str(config), "--set", "eval_examples=2",
+                                      "--config", str(config), "--set", "eval_examples=2", "--set", "align_steps=1",
                                       "--set", "max_new_tokens=2", "--quiet"])
     assert result.exit_code == 0, result.output
     saved = (tmp_path / "cli" / "config.yaml").read_text()
@@ -71,3 +73,18 @@ def test_cli_sft_reports_bad_settings(tmp_path):
     assert result.exit_code == 1 and "stepz" in result.output
     result = CliRunner().invoke(app, ["sft", "--data", str(tmp_path), "--steps", "1"])
     assert result.exit_code == 1 and "train" in result.output  # no train split here
+
+
+def test_alignment_needs_transcripts(data, tmp_path):
+    rows = (data / "train.jsonl").read_text().splitlines()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "audio").symlink_to(data / "audio")
+    (bare / "valid.jsonl").write_text((data / "valid.jsonl").read_text())
+    first = json.loads(rows[0])
+    del first["transcript"]
+    (bare / "train.jsonl").write_text("\n".join([json.dumps(first), *rows[1:]]) + "\n")
+    cfg = SFTConfig(data=str(bare), out=str(tmp_path / "run"), tiny=TINY, align_steps=2, steps=1, batch_size=4,
+                    eval_examples=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match=f"{first['id']}.*transcript"):
+        run_sft(cfg, quiet=True)

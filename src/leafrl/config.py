@@ -46,8 +46,15 @@ class SFTConfig:
     """Dimensions of the built-in tiny SALLM (used when model is None)."""
     out: str = "runs/sft"
     """Output directory: the trained model (HF format), config.yaml, metrics.jsonl, summary.json."""
-    steps: int = 1500
-    """Optimizer steps."""
+    align_steps: int = 300
+    """Audio alignment before SFT (0: none): CTC of each row's transcript (``meta["transcript"]``)
+    on the model's projected audio frames read through its own output layer, blank = pad token.
+    Only the audio encoder, projector and (tied) embeddings learn, and without running the
+    language model, so these steps cost about a third of an SFT step. Afterwards the audio
+    reaches the language model already shaped like text, which it then learns to read much
+    sooner. Needs a Qwen2-Audio-class model (the built-in one); set 0 for a pretrained model."""
+    steps: int = 250
+    """Optimizer steps of SFT (after the alignment steps)."""
     batch_size: int = 32
     lr: float = 2e-3
     warmup_frac: float = 0.05
@@ -58,7 +65,7 @@ class SFTConfig:
     lora: bool = False
     """Train a LoRA (merged into the saved model) instead of all weights."""
     lora_settings: LoraSettings = field(default_factory=LoraSettings)
-    eval_every: int = 500
+    eval_every: int = 100
     eval_examples: int = 300
     """Held-out examples decoded (greedy) for BLEU."""
     max_new_tokens: int = 64
@@ -70,6 +77,8 @@ class SFTConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_examples", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.align_steps < 0:
+            raise ValueError(f"SFTConfig.align_steps must be >= 0, got {self.align_steps}")
         if not (self.lr > 0 and 0 <= self.warmup_frac < 1 and 0 <= self.min_lr_ratio <= 1):
             raise ValueError("SFTConfig: need lr > 0, 0 <= warmup_frac < 1, 0 <= min_lr_ratio <= 1")
 

@@ -72,6 +72,40 @@ def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig, de
     return -logp.sum() / mask.sum()
 
 
+def transcript_ids(tokenizer: Any, examples: list[Any]) -> list[list[int]]:
+    """Each row's spoken text as token ids (lowercased, as a word after a space)."""
+    rows = []
+    for ex in examples:
+        text = ex.meta.get("transcript")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"example {ex.id!r}: align_steps > 0 needs a 'transcript' (the spoken text) in "
+                             "every training row; add it or set align_steps=0")
+        rows.append(tokenizer(" " + text.strip().lower(), add_special_tokens=False)["input_ids"])
+    return rows
+
+
+def alignment_loss(model: Any, adapter: Any, examples: list[Any], targets: list[list[int]],
+                   device: Any = "cpu") -> torch.Tensor:
+    """CTC loss of the transcripts on the projected audio frames, read through the model's own
+    output layer with the pad token as blank. Runs the audio encoder and projector only.
+
+    Shapes: frames [N, S, D] -> log-probs [S, N, V]; targets concatenated, lengths [N].
+    """
+    core = getattr(model, "model", None)
+    if not (hasattr(core, "audio_tower") and hasattr(core, "multi_modal_projector")):
+        raise ValueError(f"align_steps > 0 needs a Qwen2-Audio-class model, not {type(model).__name__}; "
+                         "set align_steps=0")
+    inputs = encode_examples(adapter, examples)
+    features = inputs["input_features"].to(device)
+    frames = core.multi_modal_projector(core.audio_tower(features).last_hidden_state)
+    _, lengths = core.audio_tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(1))
+    logp = model.get_output_embeddings()(frames).float().log_softmax(-1).transpose(0, 1)
+    flat = torch.tensor([t for row in targets for t in row], device=device)
+    return torch.nn.functional.ctc_loss(logp, flat, lengths.to(device),
+                                        torch.tensor([len(row) for row in targets], device=device),
+                                        blank=adapter.pad_token_id, zero_infinity=True)
+
+
 def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False) -> dict:
     console = console or Console(quiet=quiet)
     started = time.time()
@@ -99,6 +133,20 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     logger.log(0, {"valid_bleu": bleu_before})
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     model.train()
+    if cfg.align_steps:
+        targets = transcript_ids(adapter.tokenizer, train)
+        with progress_bar("align", console, quiet) as bar:
+            task = bar.add_task("align audio", total=cfg.align_steps, info="")
+            for step, idx in zip(range(cfg.align_steps), batches(len(train), cfg.batch_size, cfg.seed + 1)):
+                for group in optimizer.param_groups:
+                    group["lr"] = warmup_cosine(step, cfg.align_steps, cfg.lr, cfg.warmup_frac, cfg.min_lr_ratio)
+                loss = alignment_loss(model, adapter, [train[i] for i in idx], [targets[i] for i in idx], device)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                logger.log(step + 1, {"align_ctc": loss.item(), "seconds": time.time() - started})
+                bar.update(task, advance=1, info=f"ctc {loss.item():.3f}")
     with progress_bar("sft", console, quiet) as bar:
         task = bar.add_task("sft", total=cfg.steps, info="")
         for step, idx in zip(range(cfg.steps), batches(len(train), cfg.batch_size, cfg.seed)):
