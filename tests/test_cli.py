@@ -61,3 +61,17 @@ def test_data_convert_names_a_bad_recipe_or_missing_release(tmp_path):
     assert result.exit_code == 2 and "covost2" in result.output
     result = runner.invoke(app, ["data", "convert", "covost2", str(tmp_path), str(tmp_path / "out")])
     assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_train_ends_with_a_before_after_table():
+    from rich.console import Console
+
+    from leafrl.cli import bleu_table
+
+    summary = {"algo": "leaf", "steps": 120, "valid_examples": 300, "valid_bleu_before": 60.0,
+               "valid_bleu_after": 63.5, "valid_bleu_sampled_before": 50.25, "valid_bleu_sampled_after": 52.0}
+    console = Console(width=100, record=True)
+    console.print(bleu_table(summary))
+    text = console.export_text()
+    assert "300 examples" in text and "120 leaf steps" in text
+    assert "+3.50" in text and "+1.75" in text and "greedy" in text and "sampled" in text

@@ -58,6 +58,8 @@ def tiny_config(setting, out, **over):
 def test_training_steps_log_and_move_the_adapter(setting, tmp_path, algo):
     summary = train(tiny_config(setting, tmp_path / algo, algo=algo), quiet=True)
     assert summary["steps"] == 2 and set(summary) >= {"algo", "valid_bleu_before", "valid_bleu_after", "wall_seconds"}
+    # the paper's protocol: the mean of 5 sampled passes beside the greedy pass
+    assert {"valid_bleu_sampled_before", "valid_bleu_sampled_after", "valid_bleu_sampled_std_after"} <= set(summary)
     rows = [json.loads(line) for line in (tmp_path / algo / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2] and all(REQUIRED <= set(r) for r in steps)
@@ -159,3 +161,14 @@ def test_other_families_train_through_the_same_loop(setting, tmp_path, family):
     assert summary["steps"] == 1
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert REQUIRED <= set(next(r for r in rows if "loss" in r))
+
+
+def test_out_of_memory_says_what_to_lower(setting, tmp_path, monkeypatch):
+    import leafrl.trainer
+
+    def exhausted(run, step):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(leafrl.trainer, "train_step", exhausted)
+    with pytest.raises(MemoryError, match=r"step 0 .*optim\.micro_batch.*--resume"):
+        train(tiny_config(setting, tmp_path / "oom", eval_sampled_passes=0), quiet=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from leafrl import __version__
 from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages
@@ -202,11 +203,25 @@ def train(
         else:
             cfg = load_config(TrainConfig, config, set_, algo=algo, model=model, data=data, out=out, steps=steps)
         summary = run_train(cfg, resume=resume is not None, quiet=quiet)
-    except ValueError as err:
+    except (ValueError, MemoryError) as err:
         _fail(err)
     if summary.get("valid_bleu_after") is not None:
-        Console().print(f"held-out BLEU (greedy) {summary['valid_bleu_before']:.2f} -> "
-                        f"{summary['valid_bleu_after']:.2f} after {summary['steps']} {summary['algo']} steps")
+        Console().print(bleu_table(summary))
+
+
+def bleu_table(summary: dict) -> Table:
+    """Held-out BLEU before vs after training, greedy and sampled."""
+    table = Table(title=f"held-out BLEU ({summary['valid_examples']} examples), {summary['steps']} "
+                        f"{summary['algo']} steps")
+    for column in ("decoding", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "decoding" else "right")
+    rows = [("greedy", "valid_bleu")]
+    if "valid_bleu_sampled_after" in summary:
+        rows.append(("sampled (mean of passes)", "valid_bleu_sampled"))
+    for name, key in rows:
+        before, after = summary[f"{key}_before"], summary[f"{key}_after"]
+        table.add_row(name, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
+    return table
 
 
 if __name__ == "__main__":

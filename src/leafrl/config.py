@@ -139,6 +139,9 @@ class TrainConfig:
     loss: LossSettings = field(default_factory=LossSettings)
     eval_every: int = 50
     eval_examples: int = 300
+    eval_sampled_passes: int = 5
+    """Held-out sampled decoding passes (T 0.9, top-p 0.9, seeds 42, 43, ...) whose BLEU is
+    averaged, beside one greedy pass (paper: 5 passes, seeds 42..46)."""
     save_every: int = 50
     seed: int = 42
     system: str | None = None
@@ -153,6 +156,8 @@ class TrainConfig:
         for name in ("steps", "eval_every", "eval_examples", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
+        if self.eval_sampled_passes < 0:
+            raise ValueError("TrainConfig.eval_sampled_passes must be >= 0")
         r = self.rollout
         if r.rollout_budget < 1 or r.prompts_per_step < 1 or r.max_new_tokens < 1 or not 0 < r.top_p <= 1:
             raise ValueError("TrainConfig.rollout: need rollout_budget, prompts_per_step, max_new_tokens >= 1 "

@@ -271,11 +271,26 @@ def mean_over_processes(accelerator: Any, row: dict) -> dict:
 
 
 def held_out(run: Run) -> dict:
-    """Greedy and one sampled pass (T 0.9, top-p 0.9, seed 42) of lowercased corpus BLEU."""
+    """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of
+    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9, seeds 42, 43, ...: the paper's)."""
     kw = {"max_new_tokens": run.cfg.rollout.max_new_tokens}
-    greedy = evaluate(run.policy, run.adapter, run.valid, **kw).bleu
-    sampled = evaluate(run.policy, run.adapter, run.valid, do_sample=True, temperature=0.9, top_p=0.9, seed=42, **kw)
-    return {"valid_bleu": greedy, "valid_bleu_sampled": sampled.bleu}
+    row = {"valid_bleu": evaluate(run.policy, run.adapter, run.valid, **kw).bleu}
+    passes = [evaluate(run.policy, run.adapter, run.valid, do_sample=True, temperature=0.9, top_p=0.9,
+                       seed=42 + i, **kw).bleu for i in range(run.cfg.eval_sampled_passes)]
+    if passes:
+        row["valid_bleu_sampled"] = sum(passes) / len(passes)
+        row["valid_bleu_sampled_std"] = float(torch.tensor(passes).std()) if len(passes) > 1 else 0.0
+    return row
+
+
+def memory_hint(cfg: TrainConfig, step: int, out: Path) -> str:
+    """What to change after running out of accelerator memory in ``step``."""
+    r = cfg.rollout
+    return (f"out of memory in step {step} ({r.prompts_per_step} prompts x {r.rollout_budget} responses, "
+            f"micro_batch {cfg.optim.micro_batch}, max_new_tokens {r.max_new_tokens}). Lower, in this order: "
+            f"--set optim.micro_batch=... (rows per forward pass; the update stays the same), "
+            f"--set rollout.max_new_tokens=..., --set rollout.prompts_per_step=...; or run on more "
+            f"processes (accelerate launch). Checkpoints so far are in {out}; continue with --resume {out}.")
 
 
 @contextmanager
@@ -312,7 +327,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     with stop_on_interrupt() as interrupt, progress_bar(cfg.algo, console, quiet or not main) as bar:
         task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
         while step < cfg.steps and not interrupt["stop"]:
-            row = train_step(run, step)
+            try:
+                row = train_step(run, step)
+            except torch.OutOfMemoryError as err:
+                raise MemoryError(memory_hint(cfg, step, run.out)) from err
             step += 1
             if main and step % cfg.eval_every == 0 and step < cfg.steps:
                 row.update(held_out(run))
@@ -332,8 +350,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     after = held_out(run)
     MetricsLogger(run.out, append=True, tensorboard=False).log(step, after)
     summary = {"algo": cfg.algo, "steps": step, "processes": run.accelerator.num_processes,
-               "valid_bleu_before": before["valid_bleu"],
-               "valid_bleu_after": after["valid_bleu"], "valid_bleu_sampled_before": before["valid_bleu_sampled"],
-               "valid_bleu_sampled_after": after["valid_bleu_sampled"], "wall_seconds": time.time() - started}
+               "valid_examples": len(run.valid), "wall_seconds": time.time() - started,
+               **{f"{key}_before": value for key, value in before.items()},
+               **{f"{key}_after": value for key, value in after.items()}}
     write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2))
     return summary
