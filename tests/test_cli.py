@@ -1,5 +1,6 @@
 """The leafrl command line (typer): commands listed, explain runs and validates options."""
 
+import pytest
 from typer.testing import CliRunner
 
 from leafrl import __version__
@@ -75,3 +76,20 @@ def test_train_ends_with_a_before_after_table():
     text = console.export_text()
     assert "300 examples" in text and "120 leaf steps" in text
     assert "+3.50" in text and "+1.75" in text and "greedy" in text and "sampled" in text
+
+
+@pytest.mark.parametrize("args, builtin", [([], True), (["--model", "some/model"], False),
+                                           (["--set", "model=some/model"], False)])
+def test_train_uses_the_builtin_settings_only_for_the_builtin_model(monkeypatch, args, builtin):
+    import leafrl.trainer
+    from leafrl.config import BUILTIN_TRAIN, TrainConfig, apply_overrides
+
+    seen = {}
+    monkeypatch.setattr(leafrl.trainer, "train", lambda cfg, **kw: seen.setdefault("cfg", cfg) and {})
+    result = CliRunner().invoke(app, ["train", *args, "--set", "optim.lr=1e-3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert cfg.optim.lr == 1e-3  # the user's --set wins over the built-in settings
+    expected = apply_overrides(TrainConfig(), [*BUILTIN_TRAIN, "optim.lr=1e-3"]) if builtin else TrainConfig()
+    assert cfg.rollout.max_new_tokens == expected.rollout.max_new_tokens
+    assert cfg.lora_settings.rank == expected.lora_settings.rank and cfg.steps == expected.steps

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from leafrl import __version__
 from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages
-from leafrl.config import SFTConfig, TrainConfig
+from leafrl.config import BUILTIN_TRAIN, SFTConfig, TrainConfig
 
 app = typer.Typer(
     name="leafrl",
@@ -190,7 +190,11 @@ def train(
     resume: Path | None = typer.Option(None, help="continue the run in this directory from its last checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
-    """LEAF (or GRPO) post-training with LoRA; held-out BLEU before and after."""
+    """LEAF (or GRPO) post-training with LoRA; held-out BLEU before and after.
+
+    Without --model (and --config) it trains the built-in SFT model on the built-in task, with the
+    settings of leafrl.config.BUILTIN_TRAIN over the paper's defaults.
+    """
     from leafrl.config import load_config
     from leafrl.trainer import train as run_train
 
@@ -201,7 +205,9 @@ def train(
                 raise ValueError(f"--resume {resume}: no config.yaml there")
             cfg = load_config(TrainConfig, saved, set_)
         else:
-            cfg = load_config(TrainConfig, config, set_, algo=algo, model=model, data=data, out=out, steps=steps)
+            builtin = model is None and config is None and not any(item.startswith("model=") for item in set_)
+            cfg = load_config(TrainConfig, config, [*(BUILTIN_TRAIN if builtin else []), *set_], algo=algo,
+                              model=model, data=data, out=out, steps=steps)
         summary = run_train(cfg, resume=resume is not None, quiet=quiet)
     except (ValueError, MemoryError) as err:
         _fail(err)
