@@ -70,12 +70,14 @@ def test_train_ends_with_a_before_after_table():
     from leafrl.cli import bleu_table
 
     summary = {"algo": "leaf", "steps": 120, "valid_examples": 300, "valid_bleu_before": 60.0,
-               "valid_bleu_after": 63.5, "valid_bleu_sampled_before": 50.25, "valid_bleu_sampled_after": 52.0}
+               "valid_bleu_after": 63.5, "valid_bleu_sampled_before": 50.25, "valid_bleu_sampled_after": 52.0,
+               "valid_bleu_p_value": 0.004}
     console = Console(width=100, record=True)
     console.print(bleu_table(summary))
     text = console.export_text()
     assert "300 examples" in text and "120 leaf steps" in text
     assert "+3.50" in text and "+1.75" in text and "greedy" in text and "sampled" in text
+    assert "p = 0.004" in text
 
 
 @pytest.mark.parametrize("args, builtin", [([], True), (["--model", "some/model"], False),

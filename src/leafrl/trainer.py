@@ -30,6 +30,7 @@ from leafrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoin
 from leafrl.config import SFTConfig, TrainConfig, save_config
 from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate
+from leafrl.eval.metrics import paired_bleu_test
 from leafrl.losses import policy_loss
 from leafrl.models import (
     EMBEDDED_KEYS,
@@ -270,17 +271,19 @@ def mean_over_processes(accelerator: Any, row: dict) -> dict:
 # ------------------------------------------------------------------------------ the loop
 
 
-def held_out(run: Run) -> dict:
+def held_out(run: Run) -> tuple[dict, list[str]]:
     """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of
-    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9, seeds 42, 43, ...: the paper's)."""
+    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9, seeds 42, 43, ...: the paper's);
+    and the greedy predictions."""
     kw = {"max_new_tokens": run.cfg.rollout.max_new_tokens}
-    row = {"valid_bleu": evaluate(run.policy, run.adapter, run.valid, **kw).bleu}
+    greedy = evaluate(run.policy, run.adapter, run.valid, **kw)
+    row = {"valid_bleu": greedy.bleu}
     passes = [evaluate(run.policy, run.adapter, run.valid, do_sample=True, temperature=0.9, top_p=0.9,
                        seed=42 + i, **kw).bleu for i in range(run.cfg.eval_sampled_passes)]
     if passes:
         row["valid_bleu_sampled"] = sum(passes) / len(passes)
         row["valid_bleu_sampled_std"] = float(torch.tensor(passes).std()) if len(passes) > 1 else 0.0
-    return row
+    return row, greedy.predictions
 
 
 def memory_hint(cfg: TrainConfig, step: int, out: Path) -> str:
@@ -319,10 +322,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     console = Console(quiet=quiet or not main)
     run.model.eval()
     logger = MetricsLogger(run.out, append=resume, enabled=main)
-    before = {}
+    before: dict = {}
     if main:  # held-out evaluation runs on the main process; the others wait at the next collective
-        before = held_out(run) if run.start_step == 0 else json.loads((run.out / "before.json").read_text())
-        write_text_atomic(run.out / "before.json", json.dumps(before))
+        if run.start_step == 0:
+            metrics, predictions = held_out(run)
+            before = {"metrics": metrics, "predictions": predictions}
+            write_text_atomic(run.out / "before.json", json.dumps(before))
+        else:
+            before = json.loads((run.out / "before.json").read_text())
     step = run.start_step
     with stop_on_interrupt() as interrupt, progress_bar(cfg.algo, console, quiet or not main) as bar:
         task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
@@ -333,7 +340,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
                 raise MemoryError(memory_hint(cfg, step, run.out)) from err
             step += 1
             if main and step % cfg.eval_every == 0 and step < cfg.steps:
-                row.update(held_out(run))
+                row.update(held_out(run)[0])
             logger.log(step, row)
             if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
                 if main:
@@ -347,11 +354,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
         return {"algo": cfg.algo, "steps": step, "interrupted": True}
     if not main:
         return {}
-    after = held_out(run)
+    after, predictions = held_out(run)
     MetricsLogger(run.out, append=True, tensorboard=False).log(step, after)
+    # is the greedy change more than the choice of held-out examples explains? (paired bootstrap)
+    test = paired_bleu_test(before["predictions"], predictions, [ex.reference for ex in run.valid])
     summary = {"algo": cfg.algo, "steps": step, "processes": run.accelerator.num_processes,
                "valid_examples": len(run.valid), "wall_seconds": time.time() - started,
-               **{f"{key}_before": value for key, value in before.items()},
-               **{f"{key}_after": value for key, value in after.items()}}
+               **{f"{key}_before": value for key, value in before["metrics"].items()},
+               **{f"{key}_after": value for key, value in after.items()},
+               "valid_bleu_p_value": test["p_value"]}
     write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2))
     return summary
