@@ -88,3 +88,13 @@ def test_alignment_needs_transcripts(data, tmp_path):
                     eval_examples=2, max_new_tokens=2)
     with pytest.raises(ValueError, match=f"{first['id']}.*transcript"):
         run_sft(cfg, quiet=True)
+
+
+def test_alignment_needs_an_adapter_with_audio_frames():
+    from types import SimpleNamespace
+
+    from leafrl.sft import alignment_loss
+
+    text_adapter = SimpleNamespace(family="text")
+    with pytest.raises(ValueError, match="text adapter.*align_steps=0"):
+        alignment_loss(None, text_adapter, [], [])

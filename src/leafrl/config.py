@@ -52,7 +52,8 @@ class SFTConfig:
     Only the audio encoder, projector and (tied) embeddings learn, and without running the
     language model, so these steps cost about a third of an SFT step. Afterwards the audio
     reaches the language model already shaped like text, which it then learns to read much
-    sooner. Needs a Qwen2-Audio-class model (the built-in one); set 0 for a pretrained model."""
+    sooner. Needs an adapter with ``audio_frames`` (the built-in model's family); set 0 for a
+    pretrained model."""
     steps: int = 250
     """Optimizer steps of SFT (after the alignment steps)."""
     batch_size: int = 32

@@ -91,14 +91,11 @@ def alignment_loss(model: Any, adapter: Any, examples: list[Any], targets: list[
 
     Shapes: frames [N, S, D] -> log-probs [S, N, V]; targets concatenated, lengths [N].
     """
-    core = getattr(model, "model", None)
-    if not (hasattr(core, "audio_tower") and hasattr(core, "multi_modal_projector")):
-        raise ValueError(f"align_steps > 0 needs a Qwen2-Audio-class model, not {type(model).__name__}; "
-                         "set align_steps=0")
-    inputs = encode_examples(adapter, examples)
-    features = inputs["input_features"].to(device)
-    frames = core.multi_modal_projector(core.audio_tower(features).last_hidden_state)
-    _, lengths = core.audio_tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(1))
+    if not hasattr(adapter, "audio_frames"):
+        raise ValueError(f"align_steps > 0: the {adapter.family} adapter cannot give its projected audio "
+                         "frames; set align_steps=0")
+    inputs = {k: v.to(device) for k, v in encode_examples(adapter, examples).items()}
+    frames, lengths = adapter.audio_frames(model, inputs)
     logp = model.get_output_embeddings()(frames).float().log_softmax(-1).transpose(0, 1)
     flat = torch.tensor([t for row in targets for t in row], device=device)
     return torch.nn.functional.ctc_loss(logp, flat, lengths.to(device),

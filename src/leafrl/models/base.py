@@ -33,6 +33,9 @@ class SpeechLMAdapter(Protocol):
     keeps_logits: the model's forward takes ``logits_to_keep`` (computes only the logits asked).
     suppress_token_ids: tokens a response must never contain (the audio placeholders: a sampled
         one would be read as an audio slot when the response is fed back to the model).
+
+    Optional: ``audio_frames(model, inputs) -> (frames [N, S, D], lengths [N])``, the projected
+    audio before it is merged with the text (used by ``leafrl sft``'s alignment stage).
     """
 
     family: str

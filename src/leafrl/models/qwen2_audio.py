@@ -62,6 +62,14 @@ class Qwen2AudioAdapter:
                                return_tensors="pt", padding=True)
         return {k: batch[k] for k in self.row_keys}
 
+    def audio_frames(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected audio as the language model receives it, before merging with the text:
+        (frames [N, S, D] padded, lengths [N] of real frames). Runs encoder and projector only."""
+        core = model.model
+        frames = core.multi_modal_projector(core.audio_tower(inputs["input_features"]).last_hidden_state)
+        _, lengths = core.audio_tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(1))
+        return frames, lengths
+
     def decode(self, completion_ids: torch.Tensor) -> list[str]:
         return self.processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
 
