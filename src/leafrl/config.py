@@ -46,6 +46,12 @@ class SFTConfig:
     """Dimensions of the built-in tiny SALLM (used when model is None)."""
     out: str = "runs/sft"
     """Output directory: the trained model (HF format), config.yaml, metrics.jsonl, summary.json."""
+    text_steps: int = 600
+    """Reading before listening (0: none): SFT steps in which each row's transcript
+    (``meta["transcript"]``) stands as text in place of its audio, so the language model learns
+    the task from text, at a fraction of the cost of an audio step and before it must also learn
+    to hear. Needs an adapter with ``encode_transcripts`` (the built-in model's family); set 0
+    for a pretrained model."""
     align_steps: int = 300
     """Audio alignment before SFT (0: none): CTC of each row's transcript (``meta["transcript"]``)
     on the model's projected audio frames read through its own output layer, blank = pad token.
@@ -78,8 +84,9 @@ class SFTConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_examples", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.align_steps < 0:
-            raise ValueError(f"SFTConfig.align_steps must be >= 0, got {self.align_steps}")
+        for name in ("text_steps", "align_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SFTConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and 0 <= self.warmup_frac < 1 and 0 <= self.min_lr_ratio <= 1):
             raise ValueError("SFTConfig: need lr > 0, 0 <= warmup_frac < 1, 0 <= min_lr_ratio <= 1")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +41,22 @@ def resolve_data(data: str | None, console: Console) -> Path:
     return out
 
 
+def task_texts(examples: list[Any]) -> list[str]:
+    """The text a tokenizer for these rows should know: prompts, references and, where rows
+    carry one, the transcript of their audio (``meta["transcript"]``)."""
+    texts = [t for ex in examples for t in (ex.prompt, ex.reference)]
+    return texts + [ex.meta["transcript"] for ex in examples if isinstance(ex.meta.get("transcript"), str)]
+
+
 def setup_model(cfg: SFTConfig, train: list[Any]) -> tuple[Any, Any]:
     """(model, adapter): the given checkpoint, or a fresh built-in tiny SALLM whose tokenizer is
-    trained on the training prompts and references."""
+    trained on the training rows' text."""
     if cfg.model is not None:
         model, adapter = load_speech_lm(cfg.model)
     else:
         from leafrl.models.tiny import new_tiny_sallm
 
-        model, adapter = new_tiny_sallm([t for ex in train for t in (ex.prompt, ex.reference)], cfg.tiny,
-                                        seed=cfg.seed)
+        model, adapter = new_tiny_sallm(task_texts(train), cfg.tiny, seed=cfg.seed)
     if cfg.lora:
         s = cfg.lora_settings
         model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
@@ -64,24 +72,45 @@ def batches(n: int, size: int, seed: int):
             yield order[start:start + size]
 
 
-def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig, device: Any = "cpu") -> torch.Tensor:
-    """Mean token NLL of the references given the prompts (and audio)."""
-    inputs = {k: v.to(device) for k, v in encode_examples(adapter, examples, cfg.system).items()}
+def reference_nll(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], examples: list[Any],
+                  device: Any) -> torch.Tensor:
+    """Mean token NLL of the examples' references given prompt ``inputs``."""
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     target, mask = encode_targets(adapter.tokenizer, [ex.reference for ex in examples], adapter.eos_token_ids[0])
     logp = completion_logprobs(model, inputs, target.to(device), mask.to(device), adapter.keeps_logits)
     return -logp.sum() / mask.sum()
 
 
-def transcript_ids(tokenizer: Any, examples: list[Any]) -> list[list[int]]:
-    """Each row's spoken text as token ids (lowercased, as a word after a space)."""
-    rows = []
+def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig, device: Any = "cpu") -> torch.Tensor:
+    """Mean token NLL of the references given the prompts (and audio)."""
+    return reference_nll(model, adapter, encode_examples(adapter, examples, cfg.system), examples, device)
+
+
+def reading_step(model: Any, adapter: Any, examples: list[Any], transcripts: list[str], cfg: SFTConfig,
+                 device: Any = "cpu") -> torch.Tensor:
+    """Mean token NLL of the references given the prompts with the transcript in place of the audio."""
+    if not hasattr(adapter, "encode_transcripts"):
+        raise ValueError(f"text_steps > 0: the {adapter.family} adapter cannot put a transcript in place of "
+                         "the audio; set text_steps=0")
+    prompts = [adapter.build_prompt(ex.prompt, cfg.system) for ex in examples]
+    return reference_nll(model, adapter, adapter.encode_transcripts(prompts, transcripts), examples, device)
+
+
+def transcripts_of(examples: list[Any], setting: str) -> list[str]:
+    """Each row's spoken text (``meta["transcript"]``), or an error naming the row and ``setting``."""
+    texts = []
     for ex in examples:
         text = ex.meta.get("transcript")
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"example {ex.id!r}: align_steps > 0 needs a 'transcript' (the spoken text) in "
-                             "every training row; add it or set align_steps=0")
-        rows.append(tokenizer(" " + text.strip().lower(), add_special_tokens=False)["input_ids"])
-    return rows
+            raise ValueError(f"example {ex.id!r}: {setting} > 0 needs a 'transcript' (the spoken text) in "
+                             f"every training row; add it or set {setting}=0")
+        texts.append(text.strip())
+    return texts
+
+
+def transcript_ids(tokenizer: Any, transcripts: list[str]) -> list[list[int]]:
+    """Each transcript as token ids (as a word after a space)."""
+    return [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in transcripts]
 
 
 def alignment_loss(model: Any, adapter: Any, examples: list[Any], targets: list[list[int]],
@@ -101,6 +130,33 @@ def alignment_loss(model: Any, adapter: Any, examples: list[Any], targets: list[
     return torch.nn.functional.ctc_loss(logp, flat, lengths.to(device),
                                         torch.tensor([len(row) for row in targets], device=device),
                                         blank=adapter.pad_token_id, zero_infinity=True)
+
+
+def train_stage(label: str, key: str, steps: int, loss_of: Callable[[list[int]], torch.Tensor], seed: int, *,
+                n_rows: int, optimizer: torch.optim.Optimizer, cfg: SFTConfig, logger: MetricsLogger,
+                console: Console, quiet: bool, started: float,
+                evaluate_at: Callable[[int], dict] | None = None) -> None:
+    """``steps`` optimizer steps of ``loss_of(row indices)`` (shuffled batches of ``n_rows``) with a
+    progress bar and the warmup-cosine schedule, each logged as ``{key: loss, "lr", "grad_norm",
+    "seconds"}`` (seconds since ``started``) plus what ``evaluate_at(step)`` returns."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    with progress_bar(label, console, quiet) as bar:
+        task = bar.add_task(label, total=steps, info="")
+        for step, idx in zip(range(steps), batches(n_rows, cfg.batch_size, seed)):
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine(step, steps, cfg.lr, cfg.warmup_frac, cfg.min_lr_ratio)
+            loss = loss_of(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            row = {key: loss.item(), "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm.item(),
+                   "seconds": time.time() - started}
+            if evaluate_at is not None:
+                row |= evaluate_at(step + 1)
+            logger.log(step + 1, row)
+            bar.update(task, advance=1, info=f"{key} {row[key]:.3f}"
+                       + (f"  valid BLEU {row['valid_bleu']:.1f}" if "valid_bleu" in row else ""))
 
 
 def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False) -> dict:
@@ -130,37 +186,22 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     logger.log(0, {"valid_bleu": bleu_before})
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     model.train()
+    stage = partial(train_stage, n_rows=len(train), optimizer=optimizer, cfg=cfg, logger=logger, console=console,
+                    quiet=quiet, started=started)
+    if cfg.text_steps:
+        spoken = transcripts_of(train, "text_steps")
+        stage("read", "read_loss", cfg.text_steps, lambda idx: reading_step(
+            model, adapter, [train[i] for i in idx], [spoken[i] for i in idx], cfg, device), cfg.seed + 2)
     if cfg.align_steps:
-        targets = transcript_ids(adapter.tokenizer, train)
-        with progress_bar("align", console, quiet) as bar:
-            task = bar.add_task("align audio", total=cfg.align_steps, info="")
-            for step, idx in zip(range(cfg.align_steps), batches(len(train), cfg.batch_size, cfg.seed + 1)):
-                for group in optimizer.param_groups:
-                    group["lr"] = warmup_cosine(step, cfg.align_steps, cfg.lr, cfg.warmup_frac, cfg.min_lr_ratio)
-                loss = alignment_loss(model, adapter, [train[i] for i in idx], [targets[i] for i in idx], device)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                logger.log(step + 1, {"align_ctc": loss.item(), "seconds": time.time() - started})
-                bar.update(task, advance=1, info=f"ctc {loss.item():.3f}")
-    with progress_bar("sft", console, quiet) as bar:
-        task = bar.add_task("sft", total=cfg.steps, info="")
-        for step, idx in zip(range(cfg.steps), batches(len(train), cfg.batch_size, cfg.seed)):
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_frac, cfg.min_lr_ratio)
-            loss = train_step(model, adapter, [train[i] for i in idx], cfg, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            row = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm.item(),
-                   "seconds": time.time() - started}
-            if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                row["valid_bleu"] = valid_bleu()
-            logger.log(step + 1, row)
-            bar.update(task, advance=1, info=f"loss {row['loss']:.3f}"
-                       + (f"  valid BLEU {row['valid_bleu']:.1f}" if "valid_bleu" in row else ""))
+        targets = transcript_ids(adapter.tokenizer, transcripts_of(train, "align_steps"))
+        stage("align", "align_ctc", cfg.align_steps, lambda idx: alignment_loss(
+            model, adapter, [train[i] for i in idx], [targets[i] for i in idx], device), cfg.seed + 1)
+
+    def periodic_bleu(step: int) -> dict:
+        return {"valid_bleu": valid_bleu()} if step % cfg.eval_every == 0 and step < cfg.steps else {}
+
+    stage("sft", "loss", cfg.steps, lambda idx: train_step(model, adapter, [train[i] for i in idx], cfg, device),
+          cfg.seed, evaluate_at=periodic_bleu)
     bleu_after = valid_bleu()
     logger.log(cfg.steps, {"valid_bleu": bleu_after})
     logger.close()

@@ -34,8 +34,11 @@ class SpeechLMAdapter(Protocol):
     suppress_token_ids: tokens a response must never contain (the audio placeholders: a sampled
         one would be read as an audio slot when the response is fed back to the model).
 
-    Optional: ``audio_frames(model, inputs) -> (frames [N, S, D], lengths [N])``, the projected
-    audio before it is merged with the text (used by ``leafrl sft``'s alignment stage).
+    Optional, for ``leafrl sft``'s warm-up stages of a model trained from scratch:
+    ``encode_transcripts(prompts, transcripts)``, text-only inputs with each prompt's audio
+    placeholder replaced by what the audio says (the reading stage), and
+    ``audio_frames(model, inputs) -> (frames [N, S, D], lengths [N])``, the projected audio
+    before it is merged with the text (the alignment stage).
     """
 
     family: str
