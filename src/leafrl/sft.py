@@ -1,5 +1,8 @@
 """Supervised warm start (``leafrl sft``): teacher-forced NLL of the references, read top to
-bottom as one recipe: setup -> evaluate -> train (with periodic evaluation) -> save.
+bottom as one recipe: setup -> evaluate -> read -> align -> train (with periodic evaluation)
+-> save. The two warm-up stages serve a model trained from scratch (the built-in one): *read*
+learns the task with each transcript as text in place of its audio, *align* shapes the audio
+encoder's output like the transcript's tokens (CTC); both are skipped when set to 0 steps.
 
 RL improves what SFT cannot, as in the paper: SFT brings a model to partial competence, and
 ``leafrl train`` starts from the model saved here (``OUT/model``).
