@@ -32,3 +32,20 @@ def test_tiny_model_encoder_positions_and_specials():
         forward = tower(features).last_hidden_state
         backward = tower(features.flip(-1)).last_hidden_state.flip(1)
     assert not torch.allclose(forward, backward, atol=1e-3)
+
+
+def test_tiny_chat_template_is_short_and_survives_save(tmp_path):
+    from leafrl.models import load_speech_lm
+    from leafrl.models.tiny import new_tiny_sallm
+
+    model, adapter = new_tiny_sallm(TEXTS, TINY)
+    prompt = adapter.build_prompt("How many cars are there?")
+    assert prompt == ("<|im_start|>user\n<|audio_bos|><|AUDIO|><|audio_eos|>\nHow many cars are there?<|im_end|>\n"
+                      "<|im_start|>assistant\n")  # no default system prompt, no "Audio 1:" label
+    assert adapter.build_prompt("Hi", system="Be brief.").startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    tok = adapter.tokenizer
+    for role in ("user", "assistant"):  # trained as often as they occur: one token each
+        assert len(tok(role, add_special_tokens=False)["input_ids"]) == 1
+    adapter.save(model, str(tmp_path / "m"))
+    _, reloaded = load_speech_lm(str(tmp_path / "m"))
+    assert reloaded.build_prompt("How many cars are there?") == prompt

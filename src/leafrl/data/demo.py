@@ -55,7 +55,7 @@ from leafrl._files import write_text_atomic
 from leafrl.audio.io import resample, write_audio
 from leafrl.data import grammar
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: mostly one-clause sentences, scenes of two or three things
 SPLITS = ("train", "valid", "test")
 DRAW_ORDER = ("valid", "test", "train")  # evaluation splits first: independent of n_train
 SQA_FRACTION = 0.5
