@@ -172,3 +172,22 @@ def test_out_of_memory_says_what_to_lower(setting, tmp_path, monkeypatch):
     monkeypatch.setattr(leafrl.trainer, "train_step", exhausted)
     with pytest.raises(MemoryError, match=r"step 0 .*optim\.micro_batch.*--resume"):
         train(tiny_config(setting, tmp_path / "oom", eval_sampled_passes=0), quiet=True)
+
+
+def test_a_stale_builtin_sft_cache_is_not_reused(tmp_path):
+    import json
+
+    from leafrl.config import SFTConfig, save_config
+    from leafrl.data.demo import FORMAT_VERSION
+    from leafrl.trainer import is_finished_sft
+
+    demo, sft = tmp_path / "demo", tmp_path / "sft"
+    demo.mkdir()
+    cfg = SFTConfig(out=str(sft))
+    assert not is_finished_sft(sft, cfg)  # nothing there
+    save_config(cfg, sft / "config.yaml")
+    (sft / "summary.json").write_text(json.dumps({"data": str(demo)}))
+    for version, same in ((FORMAT_VERSION, True), (FORMAT_VERSION - 1, False)):
+        (demo / "summary.json").write_text(json.dumps({"format_version": version}))
+        assert is_finished_sft(sft, cfg) is same  # a task built by an older format is stale
+    assert not is_finished_sft(sft, SFTConfig(out=str(sft), text_steps=7))  # other settings: stale

@@ -77,10 +77,28 @@ def warm_start(cfg: TrainConfig, console: Console) -> str:
     from leafrl.sft import run_sft
 
     sft_dir = default_demo_dir().parent / "sft"
-    if not (sft_dir / "summary.json").is_file():
-        console.print(f"no SFT warm start yet: training the built-in tiny SALLM into {sft_dir} (once)")
-        run_sft(SFTConfig(data=cfg.data, out=str(sft_dir)), console=console)
+    sft_cfg = SFTConfig(data=cfg.data, out=str(sft_dir))
+    if not is_finished_sft(sft_dir, sft_cfg):
+        console.print(f"no SFT warm start with this build's settings yet: training the built-in tiny SALLM "
+                      f"into {sft_dir} (once)")
+        run_sft(sft_cfg, console=console)
     return str(sft_dir / "model")
+
+
+def is_finished_sft(sft_dir: Path, sft_cfg: SFTConfig) -> bool:
+    """Whether ``sft_dir`` holds a finished ``leafrl sft`` run of exactly ``sft_cfg`` on a built-in
+    task of this build's format (an older cache, e.g. from before a change of defaults, is stale)."""
+    from leafrl.config import load_config
+    from leafrl.data.demo import FORMAT_VERSION
+
+    summary, config = sft_dir / "summary.json", sft_dir / "config.yaml"
+    if not (summary.is_file() and config.is_file()):
+        return False
+    data = Path(json.loads(summary.read_text())["data"])
+    demo = data / "summary.json"
+    same_task = sft_cfg.data is not None or (
+        demo.is_file() and json.loads(demo.read_text()).get("format_version") == FORMAT_VERSION)
+    return same_task and load_config(SFTConfig, config) == sft_cfg
 
 
 def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
