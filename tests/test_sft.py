@@ -92,8 +92,11 @@ def test_alignment_needs_transcripts(data, tmp_path):
     for stage in ("text_steps", "align_steps"):
         cfg = SFTConfig(data=str(bare), out=str(tmp_path / "run"), tiny=TINY, steps=1, batch_size=4,
                         eval_examples=2, max_new_tokens=2, **{"text_steps": 0, "align_steps": 0, stage: 2})
+        (tmp_path / "run").mkdir(exist_ok=True)
+        (tmp_path / "run" / "summary.json").write_text("{}")  # an earlier, finished run's
         with pytest.raises(ValueError, match=f"{first['id']}.*transcript.*set {stage}=0"):
             run_sft(cfg, quiet=True)
+        assert not (tmp_path / "run" / "summary.json").exists()  # a failed run does not look finished
 
 
 def test_alignment_needs_an_adapter_with_audio_frames():

@@ -168,6 +168,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out = Path(cfg.out)
+    (out / "summary.json").unlink(missing_ok=True)  # summary.json marks a finished run: not this one yet
     save_config(cfg, out / "config.yaml")
     data = resolve_data(cfg.data, console)
     train = list(load_split(data, "train"))

@@ -88,7 +88,9 @@ def warm_start(cfg: TrainConfig, console: Console) -> str:
 def is_finished_sft(sft_dir: Path, sft_cfg: SFTConfig) -> bool:
     """Whether ``sft_dir`` holds a finished ``leafrl sft`` run of exactly ``sft_cfg`` on a built-in
     task of this build's format (an older cache, e.g. from before a change of defaults, is stale)."""
-    from leafrl.config import load_config
+    import yaml
+
+    from leafrl.config import to_dict
     from leafrl.data.demo import FORMAT_VERSION
 
     summary, config = sft_dir / "summary.json", sft_dir / "config.yaml"
@@ -98,7 +100,8 @@ def is_finished_sft(sft_dir: Path, sft_cfg: SFTConfig) -> bool:
     demo = data / "summary.json"
     same_task = sft_cfg.data is not None or (
         demo.is_file() and json.loads(demo.read_text()).get("format_version") == FORMAT_VERSION)
-    return same_task and load_config(SFTConfig, config) == sft_cfg
+    # the saved settings as written, so a cache from a build with other fields is stale, not an error
+    return same_task and yaml.safe_load(config.read_text()) == to_dict(sft_cfg)
 
 
 def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
