@@ -24,14 +24,15 @@ def data(tmp_path_factory):
 
 def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
     cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, text_steps=30, align_steps=30, steps=60,
-                    batch_size=8, lr=3e-3, eval_every=30, eval_examples=8, max_new_tokens=16)
+                    batch_size=8, align_batch_size=8, lr=3e-3, eval_every=30, eval_examples=8, max_new_tokens=16)
     summary = run_sft(cfg, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    read = [r["read_loss"] for r in rows if "read_loss" in r]
-    assert len(read) == 30 and np.mean(read[-5:]) < 0.7 * np.mean(read[:5])  # the task is learnt from text first
     ctc = [r["align_ctc"] for r in rows if "align_ctc" in r]
-    # the audio aligns next (from a lower start than a fresh model's: reading trained the embeddings)
-    assert len(ctc) == 30 and np.mean(ctc[-5:]) < 0.6 * np.mean(ctc[:5])
+    assert len(ctc) == 30 and np.mean(ctc[-5:]) < 0.6 * np.mean(ctc[:5])  # the audio aligns first
+    read = [r["read_loss"] for r in rows if "read_loss" in r]
+    assert len(read) == 30 and np.mean(read[-5:]) < 0.7 * np.mean(read[:5])  # then the task is learnt from text
+    assert [next(k for k in r if k.endswith(("ctc", "loss"))) for r in rows if "lr" in r] == (
+        ["align_ctc"] * 30 + ["read_loss"] * 30 + ["loss"] * 60)
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 60 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert summary["valid_bleu_after"] > summary["valid_bleu_before"] + 20
@@ -120,3 +121,27 @@ def test_reading_inputs_put_the_transcript_where_the_audio_goes(tiny_sallm):
     assert text == prompt.replace("<|AUDIO|>", " a car")
     assert inputs["attention_mask"][1].sum() < inputs["attention_mask"][0].sum()  # left-padded
     assert inputs["attention_mask"][1][0] == 0
+
+
+def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
+    """read and SFT steps take batch_size rows; alignment steps take align_batch_size."""
+    from leafrl import sft
+
+    seen: dict[str, list[int]] = {"read": [], "align": [], "sft": []}
+
+    def recorder(stage, rows_at):
+        def loss(model, adapter, *args, **kwargs):
+            seen[stage].append(len(args[rows_at]))
+            return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        return loss
+
+    monkeypatch.setattr(sft, "reading_step", recorder("read", 0))
+    monkeypatch.setattr(sft, "alignment_loss", recorder("align", 0))
+    monkeypatch.setattr(sft, "train_step", recorder("sft", 0))
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, text_steps=2, align_steps=3, steps=2,
+                    batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2)
+    run_sft(cfg, quiet=True)
+    assert seen == {"read": [6, 6], "align": [2, 2, 2], "sft": [6, 6]}
+    with pytest.raises(ValueError, match="align_batch_size"):
+        SFTConfig(align_batch_size=0)
+

@@ -1,8 +1,10 @@
 """Supervised warm start (``leafrl sft``): teacher-forced NLL of the references, read top to
-bottom as one recipe: setup -> evaluate -> read -> align -> train (with periodic evaluation)
--> save. The two warm-up stages serve a model trained from scratch (the built-in one): *read*
-learns the task with each transcript as text in place of its audio, *align* shapes the audio
-encoder's output like the transcript's tokens (CTC); both are skipped when set to 0 steps.
+bottom as one recipe: setup -> evaluate -> align -> read -> train (with periodic evaluation)
+-> save. The two warm-up stages serve a model trained from scratch (the built-in one): *align*
+shapes the audio encoder's output like the transcript's tokens (CTC), *read* learns the task
+with each transcript as text in place of its audio; both are skipped when set to 0 steps.
+Alignment comes first: on a model that has already read, the encoder learns to hear more slowly
+(word error rate of greedy CTC 0.49 after 3,200 steps, against 0.27 after 3,600 from scratch).
 
 RL improves what SFT cannot, as in the paper: SFT brings a model to partial competence, and
 ``leafrl train`` starts from the model saved here (``OUT/model``).
@@ -136,16 +138,17 @@ def alignment_loss(model: Any, adapter: Any, examples: list[Any], targets: list[
 
 
 def train_stage(label: str, key: str, steps: int, loss_of: Callable[[list[int]], torch.Tensor], seed: int, *,
-                n_rows: int, optimizer: torch.optim.Optimizer, cfg: SFTConfig, logger: MetricsLogger,
+                n_rows: int, batch_size: int, optimizer: torch.optim.Optimizer, cfg: SFTConfig, logger: MetricsLogger,
                 console: Console, quiet: bool, started: float,
                 evaluate_at: Callable[[int], dict] | None = None) -> None:
-    """``steps`` optimizer steps of ``loss_of(row indices)`` (shuffled batches of ``n_rows``) with a
+    """``steps`` optimizer steps of ``loss_of(row indices)`` (shuffled batches of ``batch_size`` of
+    ``n_rows``) with a
     progress bar and the warmup-cosine schedule, each logged as ``{key: loss, "lr", "grad_norm",
     "seconds"}`` (seconds since ``started``) plus what ``evaluate_at(step)`` returns."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     with progress_bar(label, console, quiet) as bar:
         task = bar.add_task(label, total=steps, info="")
-        for step, idx in zip(range(steps), batches(n_rows, cfg.batch_size, seed)):
+        for step, idx in zip(range(steps), batches(n_rows, batch_size, seed)):
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(step, steps, cfg.lr, cfg.warmup_frac, cfg.min_lr_ratio)
             loss = loss_of(idx)
@@ -192,20 +195,22 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     model.train()
     stage = partial(train_stage, n_rows=len(train), optimizer=optimizer, cfg=cfg, logger=logger, console=console,
                     quiet=quiet, started=started)
-    if cfg.text_steps:
-        spoken = transcripts_of(train, "text_steps")
-        stage("read", "read_loss", cfg.text_steps, lambda idx: reading_step(
-            model, adapter, [train[i] for i in idx], [spoken[i] for i in idx], cfg, device), cfg.seed + 2)
     if cfg.align_steps:
         targets = transcript_ids(adapter.tokenizer, transcripts_of(train, "align_steps"))
         stage("align", "align_ctc", cfg.align_steps, lambda idx: alignment_loss(
-            model, adapter, [train[i] for i in idx], [targets[i] for i in idx], device), cfg.seed + 1)
+            model, adapter, [train[i] for i in idx], [targets[i] for i in idx], device), cfg.seed + 1,
+              batch_size=cfg.align_batch_size)
+    if cfg.text_steps:
+        spoken = transcripts_of(train, "text_steps")
+        stage("read", "read_loss", cfg.text_steps, lambda idx: reading_step(
+            model, adapter, [train[i] for i in idx], [spoken[i] for i in idx], cfg, device), cfg.seed + 2,
+              batch_size=cfg.batch_size)
 
     def periodic_bleu(step: int) -> dict:
         return {"valid_bleu": valid_bleu()} if step % cfg.eval_every == 0 and step < cfg.steps else {}
 
     stage("sft", "loss", cfg.steps, lambda idx: train_step(model, adapter, [train[i] for i in idx], cfg, device),
-          cfg.seed, evaluate_at=periodic_bleu)
+          cfg.seed, batch_size=cfg.batch_size, evaluate_at=periodic_bleu)
     bleu_after = valid_bleu()
     logger.log(cfg.steps, {"valid_bleu": bleu_after})
     logger.close()
