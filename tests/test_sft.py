@@ -129,15 +129,15 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
 
     seen: dict[str, list[int]] = {"read": [], "align": [], "sft": []}
 
-    def recorder(stage, rows_at):
-        def loss(model, adapter, *args, **kwargs):
-            seen[stage].append(len(args[rows_at]))
+    def recorder(stage):
+        def loss(model, adapter, examples, *args, **kwargs):
+            seen[stage].append(len(examples))
             return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return loss
 
-    monkeypatch.setattr(sft, "reading_step", recorder("read", 0))
-    monkeypatch.setattr(sft, "alignment_loss", recorder("align", 0))
-    monkeypatch.setattr(sft, "train_step", recorder("sft", 0))
+    monkeypatch.setattr(sft, "reading_step", recorder("read"))
+    monkeypatch.setattr(sft, "alignment_loss", recorder("align"))
+    monkeypatch.setattr(sft, "train_step", recorder("sft"))
     cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, text_steps=2, align_steps=3, steps=2,
                     batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2)
     run_sft(cfg, quiet=True)
