@@ -49,3 +49,22 @@ def test_tiny_chat_template_is_short_and_survives_save(tmp_path):
     adapter.save(model, str(tmp_path / "m"))
     _, reloaded = load_speech_lm(str(tmp_path / "m"))
     assert reloaded.build_prompt("How many cars are there?") == prompt
+
+
+def test_audio_frames_are_what_the_forward_merges(tiny_sallm):
+    """The alignment stage's frames equal the projected audio inside the model's own forward
+    (encoder attention masked past each clip), for clips of different lengths."""
+    from conftest import noise
+
+    model, adapter = tiny_sallm
+    prompt = adapter.build_prompt("What do you hear?")
+    inputs = adapter.encode([prompt, prompt], [noise(0.8, seed=1), noise(2.3, seed=2)], ["a", "b"])
+    merged = []
+    hook = model.model.multi_modal_projector.register_forward_hook(lambda m, i, out: merged.append(out))
+    with torch.no_grad():
+        model(**inputs)
+        frames, lengths = adapter.audio_frames(model, inputs)
+    hook.remove()
+    assert lengths.tolist() == (inputs["input_ids"] == model.config.audio_token_index).sum(1).tolist()
+    for row, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(frames[row, :n], merged[0][row, :n])

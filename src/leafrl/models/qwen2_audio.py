@@ -71,10 +71,18 @@ class Qwen2AudioAdapter:
 
     def audio_frames(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The projected audio as the language model receives it, before merging with the text:
-        (frames [N, S, D] padded, lengths [N] of real frames). Runs encoder and projector only."""
+        (frames [N, S, D] padded, lengths [N] of real frames). Runs encoder and projector only,
+        with the encoder's attention masked past each clip as in the model's own forward."""
+        from transformers.masking_utils import create_bidirectional_mask
+
         core = model.model
-        frames = core.multi_modal_projector(core.audio_tower(inputs["input_features"]).last_hidden_state)
-        _, lengths = core.audio_tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(1))
+        features = inputs["input_features"]
+        encoded, lengths = core.audio_tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(1))
+        positions = (features.shape[-1] - 2) // 2 + 1  # after the encoder's strided convolution
+        keep = torch.arange(positions, device=features.device)[None, :] < encoded[:, None]
+        mask = create_bidirectional_mask(config=core.audio_tower.config, attention_mask=keep.long(),
+                                         inputs_embeds=features.new_zeros(len(features), positions, 1))
+        frames = core.multi_modal_projector(core.audio_tower(features, attention_mask=mask).last_hidden_state)
         return frames, lengths
 
     def decode(self, completion_ids: torch.Tensor) -> list[str]:
