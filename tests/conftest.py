@@ -9,7 +9,7 @@ from leafrl.models.tiny import TinySize
 
 TEXTS = ["drei rote Äpfel und ein blaues Auto", "there are three apples on the table",
          "Translate the English speech into German.", "How many cars are there?"] * 20
-TINY = TinySize(vocab_size=320, n_mels=32, window_seconds=3, audio_dim=32, audio_layers=1,
+TINY = TinySize(vocab_size=320, n_mels=32, hop_length=320, n_fft=400, window_seconds=3, audio_dim=32, audio_layers=1,
                 audio_heads=2, text_dim=32, text_layers=2, text_heads=2, text_kv_heads=1,
                 max_positions=512)
 

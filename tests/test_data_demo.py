@@ -273,7 +273,7 @@ def test_build_files_and_schema(tiny):
             assert row["task"] in ("ast", "sqa") and ("question" in row) == (row["task"] == "sqa")
             assert row["audio"] == f"audio/{name[:-6]}/{row['id']}.flac" and (out / row["audio"]).is_file()
             assert "<" not in row["prompt"]  # no model-specific tokens
-            assert row["duration"] > 0.3
+            assert 0.3 < row["duration"] <= demo.MAX_SECONDS
     assert 1.0 < summary["mean_duration_s"] < 10.0
 
 
@@ -298,6 +298,19 @@ def test_audio_is_16k_mono_and_resampled_by_the_ratio(tiny):
         raw, rate = demo.synthesize(espeak, row["transcript"], row["voice"], row["speed"], row["pitch"])
         assert rate == 22050
         assert abs(info.frames - len(raw) * 320 / 441) <= 1  # 16000 / 22050 = 320 / 441
+
+
+@requires_espeak
+def test_a_clip_too_long_is_spoken_again_faster(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "MAX_SECONDS", 1.5)
+    text = "On the table there are two blue cats, two black bikes and a white spoon."
+    job = demo.Job(demo.find_espeak(), text, "en-us+m1", 150, 50, str(tmp_path / "a.flac"), 16000)
+    length, speed = demo.render_job(job)
+    raw, rate = demo.synthesize(job.espeak, text, job.voice, 150, 50)
+    assert len(raw) > 1.5 * rate  # too long as drawn
+    assert length <= 1.5 * 16000 and speed > 150 and sf.info(job.path).frames == length
+    short = job._replace(text="Two cats.", path=str(tmp_path / "b.flac"))
+    assert demo.render_job(short)[1] == 150  # a clip that fits keeps its speed
 
 
 @requires_espeak

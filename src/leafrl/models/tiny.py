@@ -35,8 +35,9 @@ class TinySize:
 
     vocab_size: int = 1024
     n_mels: int = 80
-    hop_length: int = 320  # 20 ms frames: 12.5 audio tokens per second (Whisper: 10 ms, 25)
-    window_seconds: int = 10  # the Whisper-style feature window (the built-in clips are < 8.5 s)
+    hop_length: int = 640  # 40 ms frames: 6.25 audio tokens per second (Whisper: 10 ms, 25)
+    n_fft: int = 640
+    window_seconds: int = 8  # the Whisper-style feature window (the built-in clips are <= 7.5 s)
     audio_dim: int = 128
     audio_layers: int = 2
     audio_heads: int = 4
@@ -45,6 +46,12 @@ class TinySize:
     text_heads: int = 4
     text_kv_heads: int = 2
     max_positions: int = 1024
+
+    def __post_init__(self) -> None:
+        frames = self.window_seconds * 16000 / self.hop_length
+        if frames != int(frames) or int(frames) % 2:
+            raise ValueError(f"TinySize: window_seconds * 16000 / hop_length must be an even whole number "
+                             f"of feature frames (the encoder halves them), got {frames:g}")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: list[str] = SPECIAL_TOKENS,
@@ -84,7 +91,7 @@ def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: in
     # the role names stand in every prompt: count them as often, so each becomes one token
     tokenizer = train_tokenizer(corpus + [CHAT_ROLES] * max(1, len(corpus) // 2), size.vocab_size)
     extractor = WhisperFeatureExtractor(feature_size=size.n_mels, sampling_rate=16000, hop_length=size.hop_length,
-                                        chunk_length=size.window_seconds, n_fft=400)
+                                        chunk_length=size.window_seconds, n_fft=size.n_fft)
     processor = Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
     config = Qwen2AudioConfig(
         audio_config={
