@@ -23,20 +23,18 @@ def data(tmp_path_factory):
 
 
 def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, text_steps=30, align_steps=30, steps=60,
-                    batch_size=8, align_batch_size=8, lr=3e-3, eval_every=30, eval_examples=8, max_new_tokens=16)
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, align_steps=30, steps=100,
+                    batch_size=8, align_batch_size=8, lr=3e-3, eval_every=50, eval_examples=8, max_new_tokens=16)
     summary = run_sft(cfg, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     ctc = [r["align_ctc"] for r in rows if "align_ctc" in r]
     assert len(ctc) == 30 and np.mean(ctc[-5:]) < 0.6 * np.mean(ctc[:5])  # the audio aligns first
-    read = [r["read_loss"] for r in rows if "read_loss" in r]
-    assert len(read) == 30 and np.mean(read[-5:]) < 0.7 * np.mean(read[:5])  # then the task is learnt from text
     assert [next(k for k in r if k.endswith(("ctc", "loss"))) for r in rows if "lr" in r] == (
-        ["align_ctc"] * 30 + ["read_loss"] * 30 + ["loss"] * 60)
+        ["align_ctc"] * 30 + ["loss"] * 100)
     losses = [r["loss"] for r in rows if "loss" in r]
-    assert len(losses) == 60 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert len(losses) == 100 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert summary["valid_bleu_after"] > summary["valid_bleu_before"] + 20
-    assert [r["step"] for r in rows if "valid_bleu" in r] == [0, 30, 60]
+    assert [r["step"] for r in rows if "valid_bleu" in r] == [0, 50, 100]
     assert set(summary) >= {"valid_bleu_before", "valid_bleu_after", "wall_seconds"}
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
     # the saved model is a standard HF directory that reloads with the same outputs
@@ -51,7 +49,7 @@ def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
 
 
 def test_sft_with_lora_changes_only_adapter_weights_then_merges(data, tmp_path):
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "lora"), tiny=TINY, text_steps=0, align_steps=0, steps=3,
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "lora"), tiny=TINY, align_steps=0, steps=3,
                     batch_size=4,
                     eval_examples=2, max_new_tokens=2, lora=True,
                     lora_settings=dataclasses.replace(SFTConfig().lora_settings, rank=4, alpha=8))
@@ -67,7 +65,6 @@ def test_cli_sft_runs_with_a_config_file(data, tmp_path):
     config.write_text("tiny:\n" + "".join(f"  {k}: {v}\n" for k, v in dataclasses.asdict(TINY).items()))
     result = CliRunner().invoke(app, ["sft", "--data", str(data), "--out", str(tmp_path / "cli"), "--steps", "2",
                                       "--config", str(config), "--set", "eval_examples=2", "--set", "align_steps=1",
-                                      "--set", "text_steps=1",
                                       "--set", "max_new_tokens=2", "--quiet"])
     assert result.exit_code == 0, result.output
     saved = (tmp_path / "cli" / "config.yaml").read_text()
@@ -90,44 +87,30 @@ def test_alignment_needs_transcripts(data, tmp_path):
     first = json.loads(rows[0])
     del first["transcript"]
     (bare / "train.jsonl").write_text("\n".join([json.dumps(first), *rows[1:]]) + "\n")
-    for stage in ("text_steps", "align_steps"):
-        cfg = SFTConfig(data=str(bare), out=str(tmp_path / "run"), tiny=TINY, steps=1, batch_size=4,
-                        eval_examples=2, max_new_tokens=2, **{"text_steps": 0, "align_steps": 0, stage: 2})
-        (tmp_path / "run").mkdir(exist_ok=True)
-        (tmp_path / "run" / "summary.json").write_text("{}")  # an earlier, finished run's
-        with pytest.raises(ValueError, match=f"{first['id']}.*transcript.*set {stage}=0"):
-            run_sft(cfg, quiet=True)
-        assert not (tmp_path / "run" / "summary.json").exists()  # a failed run does not look finished
+    cfg = SFTConfig(data=str(bare), out=str(tmp_path / "run"), tiny=TINY, steps=1, batch_size=4,
+                    eval_examples=2, max_new_tokens=2, align_steps=2)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("{}")  # an earlier, finished run's
+    with pytest.raises(ValueError, match=f"{first['id']}.*transcript.*set align_steps=0"):
+        run_sft(cfg, quiet=True)
+    assert not (tmp_path / "run" / "summary.json").exists()  # a failed run does not look finished
 
 
 def test_alignment_needs_an_adapter_with_audio_frames():
     from types import SimpleNamespace
 
-    from leafrl.sft import alignment_loss, reading_step
+    from leafrl.sft import alignment_loss
 
     text_adapter = SimpleNamespace(family="text")
     with pytest.raises(ValueError, match="text adapter.*align_steps=0"):
         alignment_loss(None, text_adapter, [], [])
-    with pytest.raises(ValueError, match="text adapter.*text_steps=0"):
-        reading_step(None, text_adapter, [], [], SFTConfig())
-
-
-def test_reading_inputs_put_the_transcript_where_the_audio_goes(tiny_sallm):
-    _, adapter = tiny_sallm
-    prompt = adapter.build_prompt("Translate the English speech into German.")
-    inputs = adapter.encode_transcripts([prompt, prompt], ["three apples", "a car"])
-    assert set(inputs) == {"input_ids", "attention_mask"}  # no audio features
-    text = adapter.tokenizer.decode(inputs["input_ids"][1][inputs["attention_mask"][1].bool()])
-    assert text == prompt.replace("<|AUDIO|>", " a car")
-    assert inputs["attention_mask"][1].sum() < inputs["attention_mask"][0].sum()  # left-padded
-    assert inputs["attention_mask"][1][0] == 0
 
 
 def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
-    """read and SFT steps take batch_size rows; alignment steps take align_batch_size."""
+    """SFT steps take batch_size rows; alignment steps take align_batch_size."""
     from leafrl import sft
 
-    seen: dict[str, list[int]] = {"read": [], "align": [], "sft": []}
+    seen: dict[str, list[int]] = {"align": [], "sft": []}
 
     def recorder(stage):
         def loss(model, adapter, examples, *args, **kwargs):
@@ -135,13 +118,12 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
             return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return loss
 
-    monkeypatch.setattr(sft, "reading_step", recorder("read"))
     monkeypatch.setattr(sft, "alignment_loss", recorder("align"))
     monkeypatch.setattr(sft, "train_step", recorder("sft"))
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, text_steps=2, align_steps=3, steps=2,
+    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, align_steps=3, steps=2,
                     batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2)
     run_sft(cfg, quiet=True)
-    assert seen == {"read": [6, 6], "align": [2, 2, 2], "sft": [6, 6]}
+    assert seen == {"align": [2, 2, 2], "sft": [6, 6]}
     with pytest.raises(ValueError, match="align_batch_size"):
         SFTConfig(align_batch_size=0)
 

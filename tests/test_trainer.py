@@ -190,6 +190,6 @@ def test_a_stale_builtin_sft_cache_is_not_reused(tmp_path):
     for version, same in ((FORMAT_VERSION, True), (FORMAT_VERSION - 1, False)):
         (demo / "summary.json").write_text(json.dumps({"format_version": version}))
         assert is_finished_sft(sft, cfg) is same  # a task built by an older format is stale
-    assert not is_finished_sft(sft, SFTConfig(out=str(sft), text_steps=7))  # other settings: stale
+    assert not is_finished_sft(sft, SFTConfig(out=str(sft), align_steps=7))  # other settings: stale
     (sft / "config.yaml").write_text((sft / "config.yaml").read_text() + "retired_setting: 1\n")
     assert not is_finished_sft(sft, cfg)  # a cache from a build with other fields: stale, not an error

@@ -1,11 +1,13 @@
 """Supervised warm start (``leafrl sft``): teacher-forced NLL of the references, read top to
-bottom as one recipe: setup -> evaluate -> align -> read -> train (with periodic evaluation)
--> save. The two warm-up stages serve a model trained from scratch (the built-in one): *align*
-shapes the audio encoder's output like the transcript's tokens (CTC), *read* learns the task
-with each transcript as text in place of its audio; both are skipped when set to 0 steps.
-Alignment comes first: on a model that has already read, the encoder learned to hear more slowly
-in trials (greedy CTC word error rate 0.49 after 3,200 steps of 4 clips, against 0.27 after 3,600
-from scratch; the two learning-rate schedules differed).
+bottom as one recipe: setup -> evaluate -> align -> train (with periodic evaluation) -> save.
+Alignment serves a model trained from scratch (the built-in one): it shapes the audio encoder's
+output like the transcript's tokens (CTC) before the language model learns the task from the
+audio; set ``align_steps=0`` for a pretrained model.
+
+An earlier *read* stage (the task learnt from each transcript as text in place of its audio,
+between alignment and SFT) was removed: after alignment, SFT alone did better in the same time
+(held-out BLEU 55.7 after 441 s of SFT from the aligned model, on 150 rows, against 44.7 on 300 rows
+after 240 s of reading and 200 s of SFT).
 
 RL improves what SFT cannot, as in the paper: SFT brings a model to partial competence, and
 ``leafrl train`` starts from the model saved here (``OUT/model``).
@@ -17,7 +19,6 @@ import json
 import random
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +91,6 @@ def reference_nll(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], exa
 def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig, device: Any = "cpu") -> torch.Tensor:
     """Mean token NLL of the references given the prompts (and audio)."""
     return reference_nll(model, adapter, encode_examples(adapter, examples, cfg.system), examples, device)
-
-
-def reading_step(model: Any, adapter: Any, examples: list[Any], transcripts: list[str], cfg: SFTConfig,
-                 device: Any = "cpu") -> torch.Tensor:
-    """Mean token NLL of the references given the prompts with the transcript in place of the audio."""
-    if not hasattr(adapter, "encode_transcripts"):
-        raise ValueError(f"text_steps > 0: the {adapter.family} adapter cannot put a transcript in place of "
-                         "the audio; set text_steps=0")
-    prompts = [adapter.build_prompt(ex.prompt, cfg.system) for ex in examples]
-    return reference_nll(model, adapter, adapter.encode_transcripts(prompts, transcripts), examples, device)
 
 
 def transcripts_of(examples: list[Any], setting: str) -> list[str]:
@@ -192,20 +183,19 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
 
     bleu_before = valid_bleu()
     logger.log(0, {"valid_bleu": bleu_before})
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     model.train()
-    stage = partial(train_stage, n_rows=len(train), optimizer=optimizer, cfg=cfg, logger=logger, console=console,
-                    quiet=quiet, started=started)
+
+    def stage(*args: Any, **kwargs: Any) -> None:
+        # each stage starts a fresh optimizer: with Adam's moments of the CTC gradients carried into
+        # SFT, held-out BLEU after 400/600/800 SFT steps was 41.1/51.5/54.6, fresh 42.7/54.1/59.1
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        train_stage(*args, n_rows=len(train), optimizer=optimizer, cfg=cfg, logger=logger, console=console,
+                    quiet=quiet, started=started, **kwargs)
     if cfg.align_steps:
         targets = transcript_ids(adapter.tokenizer, transcripts_of(train, "align_steps"))
         stage("align", "align_ctc", cfg.align_steps, lambda idx: alignment_loss(
             model, adapter, [train[i] for i in idx], [targets[i] for i in idx], device), cfg.seed + 1,
               batch_size=cfg.align_batch_size)
-    if cfg.text_steps:
-        spoken = transcripts_of(train, "text_steps")
-        stage("read", "read_loss", cfg.text_steps, lambda idx: reading_step(
-            model, adapter, [train[i] for i in idx], [spoken[i] for i in idx], cfg, device), cfg.seed + 2,
-              batch_size=cfg.batch_size)
 
     def periodic_bleu(step: int) -> dict:
         return {"valid_bleu": valid_bleu()} if step % cfg.eval_every == 0 and step < cfg.steps else {}

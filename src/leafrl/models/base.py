@@ -34,11 +34,9 @@ class SpeechLMAdapter(Protocol):
     suppress_token_ids: tokens a response must never contain (the audio placeholders: a sampled
         one would be read as an audio slot when the response is fed back to the model).
 
-    Optional, for ``leafrl sft``'s warm-up stages of a model trained from scratch:
-    ``encode_transcripts(prompts, transcripts)``, text-only inputs with each prompt's audio
-    placeholder replaced by what the audio says (the reading stage), and
+    Optional, for ``leafrl sft``'s alignment stage of a model trained from scratch:
     ``audio_frames(model, inputs) -> (frames [N, S, D], lengths [N])``, the projected audio
-    before it is merged with the text (the alignment stage).
+    before it is merged with the text.
     """
 
     family: str

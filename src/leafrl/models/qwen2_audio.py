@@ -62,13 +62,6 @@ class Qwen2AudioAdapter:
                                return_tensors="pt", padding=True)
         return {k: batch[k] for k in self.row_keys}
 
-    def encode_transcripts(self, prompts: Sequence[str], transcripts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Text-only model inputs: each built prompt with the text its audio says in place of the
-        audio placeholder (left-padded input_ids and attention_mask; no audio features)."""
-        texts = [p.replace(self.processor.audio_token, " " + t.strip()) for p, t in zip(prompts, transcripts)]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
     def audio_frames(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The projected audio as the language model receives it, before merging with the text:
         (frames [N, S, D] padded, lengths [N] of real frames). Runs encoder and projector only,
