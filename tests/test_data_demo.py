@@ -303,7 +303,7 @@ def test_audio_is_16k_mono_and_resampled_by_the_ratio(tiny):
 @requires_espeak
 def test_a_clip_too_long_is_spoken_again_faster(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "MAX_SECONDS", 1.5)
-    text = "On the table there are two blue cats, two black bikes and a white spoon."
+    text = "Two blue cats, two black bikes and a white spoon."
     job = demo.Job(demo.find_espeak(), text, "en-us+m1", 150, 50, str(tmp_path / "a.flac"), 16000)
     length, speed = demo.render_job(job)
     raw, rate = demo.synthesize(job.espeak, text, job.voice, 150, 50)
@@ -311,6 +311,9 @@ def test_a_clip_too_long_is_spoken_again_faster(tmp_path, monkeypatch):
     assert length <= 1.5 * 16000 and speed > 150 and sf.info(job.path).frames == length
     short = job._replace(text="Two cats.", path=str(tmp_path / "b.flac"))
     assert demo.render_job(short)[1] == 150  # a clip that fits keeps its speed
+    monkeypatch.setattr(demo, "MAX_SECONDS", 0.1)
+    with pytest.raises(demo.EspeakError, match="even at 450 words a minute"):
+        demo.render_job(job)
 
 
 @requires_espeak

@@ -79,6 +79,7 @@ HELD_OUT_VOICES = tuple(f"{a}+{v}" for a in ACCENTS for v in HELD_OUT_VARIANTS)
 SPEED_WPM = (140, 180)  # espeak-ng -s, drawn uniformly (inclusive)
 PITCH = (40, 60)  # espeak-ng -p (0-99, default 50), drawn uniformly (inclusive)
 MAX_SECONDS = 7.5  # a longer clip is spoken again, faster (the built-in model's window is 8 s)
+MAX_SPEED_WPM = 450  # espeak-ng speaks no faster
 AMPLITUDE = 60  # espeak-ng -a; at the default 100 voices clip (peak 1.0, > 1 after resampling)
 # (the "klatt" variant is left out: it peaks near 1.0 even at -a 60; the others stay below ~0.7)
 MAX_TRIES = 1000
@@ -212,6 +213,9 @@ def render_job(job: Job) -> tuple[int, int]:
     audio, rate = synthesize(job.espeak, job.text, job.voice, speed, job.pitch)
     while len(audio) > MAX_SECONDS * rate:
         speed = math.ceil(speed * len(audio) / (MAX_SECONDS * rate) * 1.05)
+        if speed > MAX_SPEED_WPM:
+            raise EspeakError(f"{job.text!r} ({job.voice!r}) lasts over {MAX_SECONDS:g} s even at "
+                              f"{MAX_SPEED_WPM} words a minute; shorten it")
         audio, rate = synthesize(job.espeak, job.text, job.voice, speed, job.pitch)
     audio = resample(audio, rate, job.sampling_rate)
     write_audio(job.path, audio, job.sampling_rate)
