@@ -300,6 +300,12 @@ def test_audio_is_16k_mono_and_resampled_by_the_ratio(tiny):
         assert abs(info.frames - len(raw) * 320 / 441) <= 1  # 16000 / 22050 = 320 / 441
 
 
+def test_every_clip_fits_the_builtin_model_window():
+    from leafrl.models.tiny import TinySize
+
+    assert demo.MAX_SECONDS < TinySize().window_seconds
+
+
 @requires_espeak
 def test_a_clip_too_long_is_spoken_again_faster(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "MAX_SECONDS", 1.5)
