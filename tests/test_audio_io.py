@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from leafrl.audio import io as audio_io
-from leafrl.audio.io import AudioError, duration_seconds, load_audio, resample, to_mono, write_audio
+from leafrl.audio.io import AudioError, clip_seconds, duration_seconds, load_audio, resample, to_mono, write_audio
 
 SR = 16000
 
@@ -126,6 +126,26 @@ def test_load_audio_resamples_a_file(tmp_path):
     got = load_audio(tmp_path / "a.wav", sampling_rate=SR)
     assert got.shape == (SR,)  # 22050 samples * 320 / 441
     assert abs(peak_hz(got, SR) - 440.0) <= 1.0
+
+
+def test_clip_seconds_of_every_source_kind(tmp_path):
+    path = tmp_path / "a.flac"
+    write_audio(path, tone(1.25, rate=22050), 22050)
+    data = path.read_bytes()
+    sources = {"str": str(path), "Path": path, "bytes": data, "hf path": {"bytes": None, "path": str(path)},
+               "hf bytes": {"bytes": data, "path": "elsewhere/not-read.flac"},
+               "decoded dict": {"array": tone(1.25, rate=22050), "sampling_rate": 22050},
+               "tuple": (np.zeros((27562, 2), np.float32), 22050)}
+    for kind, source in sources.items():
+        assert clip_seconds(source, example_id=kind) == pytest.approx(27562 / 22050), kind
+
+
+def test_clip_seconds_names_the_row_of_a_missing_or_bad_file(tmp_path):
+    with pytest.raises(AudioError, match="example 'r7'.*not found"):
+        clip_seconds(tmp_path / "missing.wav", example_id="r7")
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    with pytest.raises(AudioError, match="example 'r8'.*junk.wav.*header"):
+        clip_seconds(tmp_path / "junk.wav", example_id="r8")
 
 
 def test_duration_seconds():

@@ -135,3 +135,24 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="align_batch_size"):
         SFTConfig(align_batch_size=0)
 
+
+
+def test_length_buckets_keep_each_row_once_an_epoch_and_group_similar_lengths():
+    from leafrl.sft import batches
+
+    lengths = [((i * 7919) % 1000) / 10 for i in range(640)]  # a deterministic jumble
+    take = lambda gen, k: [next(gen) for _ in range(k)]  # noqa: E731
+    plain = take(batches(640, 32, 3), 20)
+    bucketed = take(batches(640, 32, 3, lengths, bucket=4), 20)
+    assert sorted(i for b in bucketed for i in b) == list(range(640))  # one epoch: every row once
+    assert all(len(b) == 32 for b in bucketed)
+    spread = lambda bs: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs) / len(bs)  # noqa: E731
+    assert spread(bucketed) < spread(plain) / 3
+    # each bucket holds the rows of 4 plain batches of the same permutation, regrouped
+    rows_of = lambda bs: sorted(i for b in bs for i in b)  # noqa: E731
+    for first in range(0, 20, 4):
+        assert rows_of(bucketed[first:first + 4]) == rows_of(plain[first:first + 4])
+    assert take(batches(640, 32, 3, lengths, bucket=4), 20) == bucketed  # seeded
+    assert take(batches(640, 32, 3, lengths, bucket=1), 20) == plain
+    with pytest.raises(ValueError, match="lengths: 5 given for 640 rows"):
+        next(batches(640, 32, 3, lengths[:5], bucket=4))

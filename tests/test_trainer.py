@@ -130,7 +130,9 @@ def test_two_processes_data_parallel(setting, tmp_path):
     save_config(cfg, tmp_path / "ddp.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "leafrl.cli", "train",
            "--config", str(tmp_path / "ddp.yaml"), "--quiet"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # on CPU even where there is a GPU: two processes cannot share one device under NCCL
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 2

@@ -61,6 +61,10 @@ class SFTConfig:
     steps: int = 800
     """Optimizer steps of SFT (after alignment)."""
     batch_size: int = 32
+    length_buckets: int = 16
+    """SFT batches drawn together and regrouped by length (audio seconds, then text), so each
+    batch pads less; 1: plain shuffled batches. Alignment pads every clip to the feature window
+    anyway and is not bucketed."""
     lr: float = 2e-3
     warmup_frac: float = 0.05
     min_lr_ratio: float = 0.1
@@ -79,7 +83,8 @@ class SFTConfig:
     """An optional system prompt."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "align_batch_size", "eval_every", "eval_examples", "max_new_tokens"):
+        for name in ("steps", "batch_size", "align_batch_size", "length_buckets", "eval_every", "eval_examples",
+                     "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.align_steps < 0:

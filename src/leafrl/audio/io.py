@@ -131,6 +131,25 @@ def _decode(source: object, example_id: str | None) -> tuple[np.ndarray, int, st
                      "{'bytes', 'path'}, {'array', 'sampling_rate'} or (array, rate)")
 
 
+def clip_seconds(source: object, *, example_id: str | None = None) -> float:
+    """Length in seconds of any ``source`` that ``load_audio`` accepts. A file (a path, or an
+    ``{"path"}`` dict without bytes) is measured from its header, without decoding it."""
+    if isinstance(source, dict) and "array" not in source and source.get("bytes") is None \
+            and source.get("path") is not None:
+        source = source["path"]
+    if isinstance(source, (str, os.PathLike)):
+        where = _where(example_id, os.fspath(source))
+        if not Path(source).is_file():
+            raise AudioError(f"{where}: file not found")
+        try:
+            info = sf.info(os.fspath(source))
+        except (sf.SoundFileError, RuntimeError) as err:
+            raise AudioError(f"{where}: cannot read the audio header: {err}") from err
+        return info.frames / info.samplerate
+    raw, rate, _ = _decode(source, example_id)
+    return duration_seconds(raw, rate)
+
+
 def _rate_of(rate: object, where: str) -> int:
     """The sampling rate of an in-memory source, or AudioError naming the example."""
     try:
