@@ -128,9 +128,9 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(sft, "train_stage", stage)
     cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, align_steps=3, steps=2,
-                    batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2)
+                    batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2, length_buckets=2)
     run_sft(cfg, quiet=True)
-    assert seen == {"align": [2, 2, 2], "sft": [6, 6]}
+    assert seen == {"align": [2, 2, 2], "sft": [6, 6]}  # length buckets keep the batch size
     assert state_at_start == {"align": 0, "sft": 0}  # SFT does not inherit the CTC stage's Adam moments
     with pytest.raises(ValueError, match="align_batch_size"):
         SFTConfig(align_batch_size=0)

@@ -61,10 +61,12 @@ class SFTConfig:
     steps: int = 800
     """Optimizer steps of SFT (after alignment)."""
     batch_size: int = 32
-    length_buckets: int = 16
+    length_buckets: int = 1
     """SFT batches drawn together and regrouped by length (audio seconds, then text), so each
-    batch pads less; 1: plain shuffled batches. Alignment pads every clip to the feature window
-    anyway and is not bucketed."""
+    batch pads less; 1: plain shuffled batches. On the built-in task 16 made a step 25% faster
+    (0.54 s against 0.72) but the default 800 steps then reached held-out BLEU 54.8 in 704 s,
+    against 59.1 in 801 s unbucketed: batches of alike rows taught less per step. Alignment pads
+    every clip to the feature window anyway and is not bucketed."""
     lr: float = 2e-3
     warmup_frac: float = 0.05
     min_lr_ratio: float = 0.1

@@ -78,7 +78,7 @@ def batches(n: int, size: int, seed: int, lengths: Sequence[Any] | None = None, 
     worth of the permutation is sorted by length, cut into batches, and those batches go in
     shuffled order: every batch holds rows of similar length, so less of it is padding, and every
     row still comes once per epoch. On the built-in task, 16 batches of 32 per bucket made an SFT
-    step 25% faster (0.60 s against 0.78, measured).
+    step 25% faster but taught less per step (see ``SFTConfig.length_buckets``).
     """
     if lengths is not None and len(lengths) != n:
         raise ValueError(f"lengths: {len(lengths)} given for {n} rows")
