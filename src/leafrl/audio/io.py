@@ -95,59 +95,69 @@ def duration_seconds(audio: np.ndarray, sampling_rate: int) -> float:
     return np.shape(audio)[0] / _check_rate("sampling_rate", sampling_rate)
 
 
+def _opened(source: str | os.PathLike | bytes, where: str) -> str | os.PathLike | BytesIO:
+    """What soundfile opens for a path or file bytes; AudioError if the path is no file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return BytesIO(bytes(source))
+    if not Path(source).is_file():
+        raise AudioError(f"{where}: file not found")
+    return source
+
+
 def _read_file(source: str | os.PathLike | bytes, where: str) -> tuple[np.ndarray, int]:
     """Decode a path or file bytes with soundfile -> (float32 [S, C], rate)."""
-    if not isinstance(source, (bytes, bytearray, memoryview)) and not Path(source).is_file():
-        raise AudioError(f"{where}: file not found")
+    data = _opened(source, where)
     try:
-        data = BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
         return sf.read(data, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, EOFError) as err:  # corrupt / unsupported / truncated
         raise AudioError(f"{where}: cannot decode audio: {err}") from err
 
 
+def _encoded(source: object, example_id: str | None) -> tuple[str | os.PathLike | bytes, str] | None:
+    """(a path or file bytes, its name for error messages) when ``source`` is an encoded file:
+    a path, bytes, or an HF ``{"bytes", "path"}`` dict (bytes used when present); else None."""
+    if isinstance(source, (str, os.PathLike)):
+        return source, _where(example_id, os.fspath(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return source, _where(example_id, "<bytes>")
+    if isinstance(source, dict) and "array" not in source and ("bytes" in source or "path" in source):
+        where = _where(example_id, source.get("path") or "<bytes>")
+        encoded = source.get("bytes") if source.get("bytes") is not None else source.get("path")
+        if encoded is None:
+            raise AudioError(f"{where}: audio dict has neither 'bytes' nor 'path'")
+        return encoded, where
+    return None
+
+
 def _decode(source: object, example_id: str | None) -> tuple[np.ndarray, int, str]:
     """Turn any supported ``source`` into (array [S] or [S, C], rate, name for error messages)."""
-    if isinstance(source, (str, os.PathLike)):
-        where = _where(example_id, os.fspath(source))
-        return (*_read_file(source, where), where)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        where = _where(example_id, "<bytes>")
-        return (*_read_file(source, where), where)
+    file = _encoded(source, example_id)
+    if file is not None:
+        return (*_read_file(*file), file[1])
     if isinstance(source, tuple) and len(source) == 2:
         where = _where(example_id, "<array>")
         return np.asarray(source[0]), _rate_of(source[1], where), where
     if isinstance(source, dict) and "array" in source:
         where = _where(example_id, source.get("path") or "<array>")
         return np.asarray(source["array"]), _rate_of(source.get("sampling_rate"), where), where
-    if isinstance(source, dict) and ("bytes" in source or "path" in source):
-        where = _where(example_id, source.get("path") or "<bytes>")
-        encoded = source.get("bytes") if source.get("bytes") is not None else source.get("path")
-        if encoded is None:
-            raise AudioError(f"{where}: audio dict has neither 'bytes' nor 'path'")
-        return (*_read_file(encoded, where), where)
     what = f"dict with keys {sorted(map(str, source))}" if isinstance(source, dict) else type(source).__name__
     raise AudioError(f"{_where(example_id, None)}: unknown audio source {what}; expected a path, file bytes, "
                      "{'bytes', 'path'}, {'array', 'sampling_rate'} or (array, rate)")
 
 
 def clip_seconds(source: object, *, example_id: str | None = None) -> float:
-    """Length in seconds of any ``source`` that ``load_audio`` accepts. A file (a path, or an
-    ``{"path"}`` dict without bytes) is measured from its header, without decoding it."""
-    if isinstance(source, dict) and "array" not in source and source.get("bytes") is None \
-            and source.get("path") is not None:
-        source = source["path"]
-    if isinstance(source, (str, os.PathLike)):
-        where = _where(example_id, os.fspath(source))
-        if not Path(source).is_file():
-            raise AudioError(f"{where}: file not found")
-        try:
-            info = sf.info(os.fspath(source))
-        except (sf.SoundFileError, RuntimeError) as err:
-            raise AudioError(f"{where}: cannot read the audio header: {err}") from err
-        return info.frames / info.samplerate
-    raw, rate, _ = _decode(source, example_id)
-    return duration_seconds(raw, rate)
+    """Length in seconds of any ``source`` that ``load_audio`` accepts. An encoded file (path,
+    bytes or ``{"bytes", "path"}`` dict) is measured from its header, without decoding it."""
+    file = _encoded(source, example_id)
+    if file is None:
+        raw, rate, _ = _decode(source, example_id)
+        return duration_seconds(raw, rate)
+    encoded, where = file
+    try:
+        info = sf.info(_opened(encoded, where))
+    except (sf.SoundFileError, RuntimeError) as err:
+        raise AudioError(f"{where}: cannot read the audio header: {err}") from err
+    return info.frames / info.samplerate
 
 
 def _rate_of(rate: object, where: str) -> int:
