@@ -5,7 +5,9 @@
 
 Without --model, a fresh built-in tiny SALLM (random weights: responses run to the token limit,
 an upper bound on generation time) is built in a temporary directory. Without --data, the
-built-in task is used (built once if missing). The first step is a warm-up and is not counted.
+built-in task is used (built once if missing) with the settings ``leafrl train`` uses on it
+(``leafrl.config.BUILTIN_TRAIN``); with --data, the paper's. The first step is a warm-up and
+is not counted.
 Prints seconds per phase and LEAF's overhead over GRPO as a share of the step.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from leafrl.config import TrainConfig, apply_overrides
+from leafrl.config import BUILTIN_TRAIN, TrainConfig, apply_overrides
 from leafrl.trainer import setup, train_step
 
 
@@ -33,7 +35,8 @@ def fresh_tiny_model(directory: Path, data: str | None) -> str:
 
 
 def phase_times(algo: str, model: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
-    overrides = [f"algo={algo}", f"model={model}", f"out={out / algo}", "eval_examples=1", *args.set]
+    builtin = [] if args.data else BUILTIN_TRAIN
+    overrides = [*builtin, f"algo={algo}", f"model={model}", f"out={out / algo}", "eval_examples=1", *args.set]
     if args.data:
         overrides.append(f"data={args.data}")
     run = setup(apply_overrides(TrainConfig(), overrides), Console(quiet=True), resume=False)

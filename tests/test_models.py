@@ -186,6 +186,45 @@ def test_embedded_prompts_give_the_same_samples_and_logprobs(family):
     assert not by_ids[:3, ids.shape[1]:].any()  # trimmed columns held only padding
 
 
+@pytest.mark.parametrize("embedded", [False, True])
+def test_shared_prompts_give_the_log_probs_and_gradients_of_repeated_rows(family, embedded):
+    """Running each prompt once (prompt_of_row) is the same function as repeating its rows:
+    equal log-probs and equal gradients, including a prompt continued by one row only."""
+    _, model, adapter = family
+    inputs = adapter.encode(*batch(adapter))
+    if embedded:
+        inputs = embed_prompts(model, inputs)
+    keys = EMBEDDED_KEYS if embedded else adapter.row_keys
+    of_row = torch.tensor([0, 0, 0, 1])
+    torch.manual_seed(0)
+    ids = torch.randint(5, len(adapter.tokenizer) - 8, (4, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]).bool()
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    frozen = [p for p in params if not p.requires_grad]
+
+    def value_and_grads(logp):
+        grads = torch.autograd.grad((logp * torch.arange(1.0, 6.0)).sum(), params, allow_unused=True)
+        return logp.detach(), grads
+
+    try:
+        for p in frozen:  # the fixture's model is shared: its flags are put back below
+            p.requires_grad_(True)
+        repeated = value_and_grads(completion_logprobs(model, slice_rows(inputs, of_row, keys), ids, mask,
+                                                       adapter.keeps_logits))
+        shared = value_and_grads(completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, of_row))
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+    torch.testing.assert_close(shared[0], repeated[0], atol=1e-5, rtol=1e-5)
+    assert shared[0][mask].lt(0).all() and not shared[0][~mask].any()
+    for a, b in zip(shared[1], repeated[1]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="prompt_of_row"):
+        completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, torch.tensor([0, 0, 2, 1]))
+
+
 def test_trim_padding_drops_only_all_padding_columns():
     inputs = {"inputs_embeds": torch.randn(2, 5, 3), "attention_mask": torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])}
     ids = torch.tensor([[4, 5, 0, 0], [6, 0, 0, 0]])

@@ -38,7 +38,6 @@ from leafrl.models import (
     completion_logprobs,
     embed_prompts,
     load_speech_lm,
-    repeat_rows,
     slice_rows,
     trim_padding,
 )
@@ -154,15 +153,17 @@ def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int
 
 def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Completions]:
     """K responses per prompt from one batched generate call. Each prompt is embedded once (the
-    audio encoder runs once per prompt, not per sample) and the embeddings, repeated K times,
-    serve the rollout, the reference and the update: {"inputs_embeds" [N, P, D], "attention_mask"}."""
+    audio encoder runs once per prompt, not per sample) and its tokens run once per pass (the K
+    samples share its cache); the embedded prompts {"inputs_embeds" [G, P, D], "attention_mask"}
+    serve the rollout, the reference and the update."""
     r = run.cfg.rollout
     device = run.accelerator.device
     inputs = {k: v.to(device) for k, v in encode_examples(run.adapter, prompts, run.cfg.system).items()}
-    rows = repeat_rows(embed_prompts(run.policy, inputs), r.rollout_budget, EMBEDDED_KEYS)
-    out = generate_completions(run.policy, run.adapter, rows, max_new_tokens=r.max_new_tokens,
-                               temperature=r.temperature, top_p=r.top_p, surprisal=r.surprisal)
-    return rows, out
+    embedded = embed_prompts(run.policy, inputs)
+    out = generate_completions(run.policy, run.adapter, embedded, num_samples=r.rollout_budget,
+                               max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                               surprisal=r.surprisal)
+    return embedded, out
 
 
 def score(run: Run, prompts: list[Any], completions: Completions) -> torch.Tensor:
@@ -189,9 +190,15 @@ def micro_batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def micro_batch(inputs: dict, completions: Completions, rows: slice) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """The rows' embedded prompts, ids and mask, cut to the columns these rows use."""
-    return trim_padding(slice_rows(inputs, rows, EMBEDDED_KEYS), completions.ids[rows], completions.mask[rows])
+def micro_batch(prompts: dict, completions: Completions, rows: slice, k: int,
+                ) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows' prompts (each once, cut to the columns they use), the prompt of each row, and
+    the rows' ids and mask (cut to the columns they use). Row i continues prompt i // k."""
+    of_row = torch.arange(len(completions.ids), device=completions.ids.device)[rows] // k
+    first = int(of_row[0])
+    mine = slice_rows(prompts, slice(first, int(of_row[-1]) + 1), EMBEDDED_KEYS)
+    mine, ids, mask = trim_padding(mine, completions.ids[rows], completions.mask[rows])
+    return mine, of_row - first, ids, mask
 
 
 @torch.no_grad()
@@ -202,8 +209,9 @@ def reference_logprobs(run: Run, inputs: dict, completions: Completions) -> torc
     out = torch.zeros(completions.ids.shape, device=completions.ids.device)
     with run.policy.disable_adapter():
         for rows in micro_batches(len(completions.ids), run.cfg.optim.micro_batch):
-            prompt, ids, mask = micro_batch(inputs, completions, rows)
-            out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.adapter.keeps_logits)
+            prompt, of_row, ids, mask = micro_batch(inputs, completions, rows, run.cfg.rollout.rollout_budget)
+            out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.adapter.keeps_logits,
+                                                            of_row)
     return out
 
 
@@ -225,9 +233,9 @@ def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
         # gradients are all-reduced across processes once, on the last micro-batch
         sync = nullcontext() if i == len(batches) - 1 else run.accelerator.no_sync(run.model)
         with sync:
-            prompt, ids, part = micro_batch(inputs, completions, rows)
+            prompt, of_row, ids, part = micro_batch(inputs, completions, rows, cfg.rollout.rollout_budget)
             width = ids.shape[1]
-            logp = completion_logprobs(run.model, prompt, ids, part, run.adapter.keeps_logits)
+            logp = completion_logprobs(run.model, prompt, ids, part, run.adapter.keeps_logits, of_row)
             part_adv = adv[rows] if adv.dim() == 1 else adv[rows, :width]
             loss, metrics = policy_loss(logp, logp.detach(), part_adv, part,
                                         None if ref is None else ref[rows, :width], clip_low=cfg.loss.clip_low,

@@ -187,32 +187,67 @@ def generation_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+SEQUENCE_KEYS = ("input_ids", "inputs_embeds", "attention_mask")
+"""The model-input keys that run along the prompt's tokens (the others hold audio)."""
+
+
+def prefill_prompts(model: Any, prompts: dict[str, torch.Tensor], prompt_of_row: torch.Tensor,
+                    keeps_logits: bool) -> Any | None:
+    """The key/value cache of every prompt but its last token, computed once per prompt and
+    repeated for the rows that continue it.
+
+    Shapes: prompts [G, P, ...] (an adapter's ``encode`` or ``embed_prompts``; audio keys are
+    read here and nowhere after), prompt_of_row [N] long in [0, G). Returns the model's cache
+    of N rows and P - 1 positions, or None for one-token prompts (nothing to cache).
+    K samples of a prompt share its prompt, so the prompt's tokens run once instead of K times.
+    """
+    if prompts["attention_mask"].shape[1] < 2:
+        return None
+    head = {k: v[:, :-1] if k in SEQUENCE_KEYS else v for k, v in prompts.items()}
+    kw = {"logits_to_keep": 1} if keeps_logits else {}
+    out = model(**head, position_ids=generation_positions(head["attention_mask"]), use_cache=True, **kw)
+    cache = out.past_key_values
+    cache.reorder_cache(prompt_of_row)
+    return cache
+
+
 def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor,
-                        completion_mask: torch.Tensor, keeps_logits: bool) -> torch.Tensor:
+                        completion_mask: torch.Tensor, keeps_logits: bool,
+                        prompt_of_row: torch.Tensor | None = None) -> torch.Tensor:
     """Log-probabilities of given completions under ``model`` -> [N, T] float32 (0 on padding).
 
-    Shapes: inputs["input_ids"] / ["attention_mask"] [N, P] (left-padded prompts, plus any
-    audio keys of the family) or, from ``embed_prompts``, inputs["inputs_embeds"] [N, P, D] and
-    ["attention_mask"]; completion_ids [N, T] int, completion_mask [N, T] bool.
-    Positions follow ``generate``'s convention, so on-policy ratios are exactly 1.
-    keeps_logits: pass ``logits_to_keep`` so the model computes only the T + 1 logits needed.
+    Shapes: inputs: G left-padded prompts, as an adapter's ``encode`` makes them
+    (["input_ids"] / ["attention_mask"] [G, P] plus the family's audio keys) or as
+    ``embed_prompts`` does (["inputs_embeds"] [G, P, D], ["attention_mask"]);
+    completion_ids [N, T] int, completion_mask [N, T] bool; prompt_of_row [N] long in [0, G):
+    the prompt that row i continues (default: prompt i, G == N).
+    Each prompt runs once however many rows continue it (``prefill_prompts``); then the rows
+    run their last prompt token and completion. Positions follow ``generate``'s convention, so
+    on-policy ratios are exactly 1. keeps_logits: the model takes ``logits_to_keep``.
     """
-    n = inputs["attention_mask"].shape[0]
-    t = completion_ids.shape[1]
-    if completion_ids.shape[0] != n or completion_mask.shape != completion_ids.shape:
-        raise ValueError(f"completion_ids / completion_mask: expected [{n}, T] for {n} prompt rows, "
-                         f"got {list(completion_ids.shape)} and {list(completion_mask.shape)}")
-    attention = torch.cat([inputs["attention_mask"], completion_mask.to(inputs["attention_mask"].dtype)], 1)
-    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "inputs_embeds", "attention_mask")}
-    if keeps_logits:
-        extra["logits_to_keep"] = t + 1
+    g = inputs["attention_mask"].shape[0]
+    n, t = completion_ids.shape
+    if prompt_of_row is None:
+        prompt_of_row = torch.arange(g, device=completion_ids.device)
+    if prompt_of_row.shape != (n,) or (n and not (0 <= int(prompt_of_row.min()) <= int(prompt_of_row.max()) < g)):
+        raise ValueError(f"prompt_of_row: expected [{n}] indices into {g} prompts, got shape "
+                         f"{list(prompt_of_row.shape)}")
+    if completion_mask.shape != completion_ids.shape or t == 0:
+        raise ValueError(f"completion_ids / completion_mask: expected the same [N, T] with T >= 1, got "
+                         f"{list(completion_ids.shape)} and {list(completion_mask.shape)}")
+    cache = prefill_prompts(model, inputs, prompt_of_row, keeps_logits)
+    prompt_mask = inputs["attention_mask"][prompt_of_row]
+    attention = torch.cat([prompt_mask, completion_mask[:, :-1].to(prompt_mask.dtype)], 1)  # [N, P + T - 1]
+    positions = generation_positions(attention)[:, prompt_mask.shape[1] - 1:]  # [N, T]
+    # each row reads its prompt's last token, then its completion but the last token
     if "inputs_embeds" in inputs:
         embed = getattr(model, "module", model).get_input_embeddings()  # DDP keeps the model in .module
-        embedded = embed(completion_ids).to(inputs["inputs_embeds"].dtype)
-        extra["inputs_embeds"] = torch.cat([inputs["inputs_embeds"], embedded], 1)
+        embeds = inputs["inputs_embeds"]
+        tail = {"inputs_embeds": torch.cat([embeds[prompt_of_row, -1:],
+                                            embed(completion_ids[:, :-1]).to(embeds.dtype)], 1)}
     else:
-        extra["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], 1)
-    out = model(attention_mask=attention, position_ids=generation_positions(attention), use_cache=False, **extra)
-    logits = out.logits[:, -t - 1:-1].float()  # [N, T, V]: position P-1+j predicts token j
+        tail = {"input_ids": torch.cat([inputs["input_ids"][prompt_of_row, -1:], completion_ids[:, :-1]], 1)}
+    out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True)
+    logits = out.logits.float()  # [N, T, V]: tail position j predicts completion token j
     picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
     return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)

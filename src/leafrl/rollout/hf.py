@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from leafrl.models.base import SEQUENCE_KEYS, prefill_prompts, repeat_rows
+
 SURPRISAL_SOURCES = ("processed", "raw")
 
 
@@ -40,8 +42,11 @@ def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tenso
                          temperature: float = 1.0, top_p: float = 1.0,
                          surprisal: str | None = "processed") -> Completions:
     """Sample ``num_samples`` completions per prompt row of ``inputs``: an adapter's encode, or
-    its ``models.embed_prompts`` (then the audio encoder does not run again).
+    its ``models.embed_prompts`` (then the audio encoder does not run again). Rows come out
+    in place order: prompt i's samples are rows i*num_samples .. i*num_samples+num_samples-1.
 
+    Each prompt is read once (``models.prefill_prompts``) and its cache repeated for its
+    samples, so the prompt tokens do not run once per sample.
     surprisal: "processed" reads -log p from the distribution actually sampled from (after
     temperature and top-p: the LEAF authors' choice), "raw" from the model's own logits,
     None skips it (greedy evaluation).
@@ -52,8 +57,12 @@ def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tenso
         else {"do_sample": False}
     if adapter.suppress_token_ids:
         sampling["suppress_tokens"] = adapter.suppress_token_ids
-    out = model.generate(**inputs, **sampling, max_new_tokens=max_new_tokens,
-                         num_return_sequences=num_samples, pad_token_id=adapter.pad_token_id,
+    rows = torch.arange(inputs["attention_mask"].shape[0], device=inputs["attention_mask"].device)
+    cache = prefill_prompts(model, inputs, rows.repeat_interleave(num_samples), adapter.keeps_logits)
+    # with the prompts cached, generate reads only their tokens (the audio is in the cache)
+    keys = [k for k in inputs if k in SEQUENCE_KEYS] if cache is not None else list(inputs)
+    out = model.generate(**repeat_rows({k: inputs[k] for k in keys}, num_samples, keys), past_key_values=cache, **sampling,
+                         max_new_tokens=max_new_tokens, pad_token_id=adapter.pad_token_id,
                          eos_token_id=adapter.eos_token_ids, return_dict_in_generate=True,
                          output_scores=surprisal == "processed", output_logits=surprisal == "raw")
     # generate returns the prompt ids in front of the completion, or only the completion when
