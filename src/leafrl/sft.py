@@ -206,7 +206,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     logger = MetricsLogger(out)
 
     def valid_bleu() -> float:
-        return evaluate(model, adapter, valid, max_new_tokens=cfg.max_new_tokens).bleu
+        return evaluate(model, adapter, valid, max_new_tokens=cfg.max_new_tokens).greedy.bleu
 
     bleu_before = valid_bleu()
     logger.log(0, {"valid_bleu": bleu_before})

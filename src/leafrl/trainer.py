@@ -302,17 +302,16 @@ def mean_over_processes(accelerator: Any, row: dict) -> dict:
 
 def held_out(run: Run) -> tuple[dict, list[str]]:
     """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of
-    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9, seeds 42, 43, ...: the paper's);
-    and the greedy predictions."""
-    kw = {"max_new_tokens": run.cfg.rollout.max_new_tokens}
-    greedy = evaluate(run.policy, run.adapter, run.valid, **kw)
-    row = {"valid_bleu": greedy.bleu}
-    passes = [evaluate(run.policy, run.adapter, run.valid, do_sample=True, temperature=0.9, top_p=0.9,
-                       seed=42 + i, **kw).bleu for i in range(run.cfg.eval_sampled_passes)]
-    if passes:
-        row["valid_bleu_sampled"] = sum(passes) / len(passes)
-        row["valid_bleu_sampled_std"] = float(torch.tensor(passes).std()) if len(passes) > 1 else 0.0
-    return row, greedy.predictions
+    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9: the paper's); and the greedy
+    predictions."""
+    result = evaluate(run.policy, run.adapter, run.valid, max_new_tokens=run.cfg.rollout.max_new_tokens,
+                      sampled_passes=run.cfg.eval_sampled_passes)
+    row = {"valid_bleu": result.greedy.bleu}
+    if result.sampled:
+        passes = torch.tensor([r.bleu for r in result.sampled])
+        row["valid_bleu_sampled"] = result.sampled_bleu
+        row["valid_bleu_sampled_std"] = float(passes.std()) if len(passes) > 1 else 0.0
+    return row, result.greedy.predictions
 
 
 def memory_hint(cfg: TrainConfig, step: int, out: Path) -> str:

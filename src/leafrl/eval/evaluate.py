@@ -1,4 +1,4 @@
-"""Decode a held-out set and score it: greedy or sampled passes, corpus BLEU."""
+"""Decode a held-out set and score it: a greedy pass and sampled passes, corpus BLEU."""
 
 from __future__ import annotations
 
@@ -20,28 +20,55 @@ class EvalResult:
     predictions: list[str]
 
 
-def evaluate(model: Any, adapter: Any, examples: Sequence[Any], *, max_new_tokens: int,
-             batch_size: int = 32, do_sample: bool = False, temperature: float = 1.0,
-             top_p: float = 1.0, seed: int | None = None, progress: Any = None) -> EvalResult:
-    """Decode every example once (greedy unless do_sample) and score against its reference.
+@dataclass(frozen=True)
+class Evaluation:
+    greedy: EvalResult
+    sampled: list[EvalResult]  # one per sampled pass
 
+    @property
+    def sampled_bleu(self) -> float:
+        """The mean BLEU of the sampled passes (the paper's number)."""
+        return sum(r.bleu for r in self.sampled) / len(self.sampled)
+
+
+def evaluate(model: Any, adapter: Any, examples: Sequence[Any], *, max_new_tokens: int,
+             batch_size: int = 32, sampled_passes: int = 0, temperature: float = 0.9,
+             top_p: float = 0.9, seed: int = 42, progress: Any = None) -> Evaluation:
+    """One greedy pass and ``sampled_passes`` sampled passes over ``examples``, each scored
+    against the references.
+
+    Each batch is encoded once for all passes, and its sampled passes are drawn together: one
+    generate call of ``sampled_passes`` samples per prompt (sharing the prompt's cache), sample j
+    of every prompt making pass j. Sampling is seeded once with ``seed``, so a call repeats.
     progress: an optional callable ``progress(n_done)`` for a progress bar.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
+    if sampled_passes < 0:
+        raise ValueError(f"sampled_passes must be >= 0, got {sampled_passes}")
+    torch.manual_seed(seed)
     was_training = model.training
     model.eval()
-    predictions: list[str] = []
+    greedy: list[str] = []
+    sampled: list[list[str]] = [[] for _ in range(sampled_passes)]
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         inputs = {k: v.to(model.device) for k, v in encode_examples(adapter, chunk).items()}
-        out = generate_completions(model, adapter, inputs, do_sample=do_sample,
-                                   max_new_tokens=max_new_tokens, temperature=temperature,
-                                   top_p=top_p, surprisal=None)
-        predictions += [p.strip() for p in adapter.decode(out.ids)]
+        out = generate_completions(model, adapter, inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                                   surprisal=None)
+        greedy += [p.strip() for p in adapter.decode(out.ids)]
+        if sampled_passes:
+            out = generate_completions(model, adapter, inputs, num_samples=sampled_passes, do_sample=True,
+                                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                       surprisal=None)
+            texts = [p.strip() for p in adapter.decode(out.ids)]
+            for j in range(sampled_passes):  # row i * passes + j is sample j of prompt i
+                sampled[j] += texts[j::sampled_passes]
         if progress is not None:
-            progress(len(predictions))
+            progress(len(greedy))
     model.train(was_training)
     references = [ex.reference for ex in examples]
+    return Evaluation(score(greedy, references), [score(texts, references) for texts in sampled])
+
+
+def score(predictions: list[str], references: list[str]) -> EvalResult:
     return EvalResult(corpus_bleu(predictions, references), corpus_bleu(predictions, references, lowercase=False),
                       predictions)

@@ -57,13 +57,14 @@ def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tenso
         else {"do_sample": False}
     if adapter.suppress_token_ids:
         sampling["suppress_tokens"] = adapter.suppress_token_ids
-    rows = torch.arange(inputs["attention_mask"].shape[0], device=inputs["attention_mask"].device)
-    cache = prefill_prompts(model, inputs, rows.repeat_interleave(num_samples), adapter.keeps_logits)
+    prompts = torch.arange(inputs["attention_mask"].shape[0], device=inputs["attention_mask"].device)
+    cache = prefill_prompts(model, inputs, prompts.repeat_interleave(num_samples), adapter.keeps_logits)
     # with the prompts cached, generate reads only their tokens (the audio is in the cache)
     keys = [k for k in inputs if k in SEQUENCE_KEYS] if cache is not None else list(inputs)
-    out = model.generate(**repeat_rows({k: inputs[k] for k in keys}, num_samples, keys), past_key_values=cache, **sampling,
-                         max_new_tokens=max_new_tokens, pad_token_id=adapter.pad_token_id,
-                         eos_token_id=adapter.eos_token_ids, return_dict_in_generate=True,
+    rows = repeat_rows({k: inputs[k] for k in keys}, num_samples, keys)
+    out = model.generate(**rows, past_key_values=cache, **sampling, max_new_tokens=max_new_tokens,
+                         pad_token_id=adapter.pad_token_id, eos_token_id=adapter.eos_token_ids,
+                         return_dict_in_generate=True,
                          output_scores=surprisal == "processed", output_logits=surprisal == "raw")
     # generate returns the prompt ids in front of the completion, or only the completion when
     # it was given embeddings (``models.embed_prompts``)
