@@ -125,8 +125,18 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(setting, tmp_path):
 @pytest.mark.slow
 def test_two_processes_data_parallel(setting, tmp_path):
     """Data-parallel on CPU (torchrun, gloo): each process samples its own prompts, gradients are
-    synced by accelerate's DDP wrapper. On GPUs the same run is `accelerate launch -m leafrl.cli train`."""
-    cfg = tiny_config(setting, tmp_path / "ddp", steps=2, **{"rollout.prompts_per_step": 1})
+    synced by accelerate's DDP wrapper, and each process decodes half of the held-out rows. On GPUs
+    the same run is `accelerate launch -m leafrl.cli train`."""
+    import shutil
+
+    data = tmp_path / "data"  # held-out rows with prompts of their own, so their predictions differ
+    shutil.copytree(setting[0], data)
+    valid = [json.loads(x) for x in (data / "valid.jsonl").read_text().splitlines()]
+    for row, prompt in zip(valid, [TEXTS[2], TEXTS[3], TEXTS[0]]):
+        row["prompt"] = prompt
+    (data / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in valid))
+    cfg = tiny_config((data, setting[1]), tmp_path / "ddp", steps=2, eval_examples=3,
+                      **{"rollout.prompts_per_step": 1})
     save_config(cfg, tmp_path / "ddp.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "leafrl.cli", "train",
            "--config", str(tmp_path / "ddp.yaml"), "--quiet"]
@@ -139,6 +149,18 @@ def test_two_processes_data_parallel(setting, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # one log per step, from the main process
     assert latest_checkpoint(tmp_path / "ddp").name == "step-000002"
+    # the held-out rows, decoded in two shares, come back whole and in row order: as one process
+    # decodes them (the LoRA starts as the identity, so before training the policy is the model)
+    from leafrl.data import load_split
+    from leafrl.eval.evaluate import evaluate
+    from leafrl.models import load_speech_lm
+
+    model, adapter = load_speech_lm(str(setting[1]))
+    alone = evaluate(model, adapter, list(load_split(data, "valid"))[:3], max_new_tokens=6)
+    before = json.loads((tmp_path / "ddp" / "before.json").read_text())
+    assert before["predictions"] == alone.greedy.predictions
+    assert before["predictions"][1] != before["predictions"][2]  # so rows out of order would show
+    assert summary["valid_bleu_before"] == pytest.approx(alone.greedy.bleu)
 
 
 def text_dataset(root):
@@ -195,3 +217,21 @@ def test_a_stale_builtin_sft_cache_is_not_reused(tmp_path):
     assert not is_finished_sft(sft, SFTConfig(out=str(sft), align_steps=7))  # other settings: stale
     (sft / "config.yaml").write_text((sft / "config.yaml").read_text() + "retired_setting: 1\n")
     assert not is_finished_sft(sft, cfg)  # a cache from a build with other fields: stale, not an error
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_distribution_is_refused_clearly(setting, tmp_path, monkeypatch, kind):
+    """Checkpoints are written by the main process alone: with sharded parameters or optimizer
+    states that would hang, so FSDP and DeepSpeed are refused up front, by name."""
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    class Sharded:
+        distributed_type = DistributedType[kind]
+
+        def __init__(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(accelerate, "Accelerator", Sharded)
+    with pytest.raises(ValueError, match=f"distributed_type {kind} is not supported"):
+        train(tiny_config(setting, tmp_path / "sharded"), quiet=True)

@@ -29,7 +29,7 @@ from leafrl.advantages import grpo_advantages, leaf_advantages
 from leafrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from leafrl.config import SFTConfig, TrainConfig, save_config
 from leafrl.data import load_split
-from leafrl.eval.evaluate import evaluate
+from leafrl.eval.evaluate import evaluate, score_predictions
 from leafrl.eval.metrics import paired_bleu_test
 from leafrl.losses import policy_loss
 from leafrl.models import (
@@ -111,6 +111,13 @@ def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
 
     # without an accelerator, cpu=True lets several processes (torchrun) meet over gloo
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
+    sharded = accelerator.distributed_type.value
+    if sharded in ("FSDP", "DEEPSPEED"):
+        # checkpoints are written by the main process alone, which sharded parameters (or
+        # optimizer states) would turn into a hang; data parallel (DDP) is what is tested
+        raise ValueError(f"accelerate config: distributed_type {sharded} is not supported yet; use data "
+                         "parallel (distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole model on "
+                         "every process")
     out = Path(cfg.out)
     with accelerator.main_process_first():  # the first process builds what is missing
         data = resolve_data(cfg.data, console)
@@ -132,6 +139,9 @@ def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
         save_config(cfg, out / "config.yaml")
     train = list(load_split(data, "train"))
     valid = list(load_split(data, "valid"))[: cfg.eval_examples]
+    if len(valid) < accelerator.num_processes:
+        raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
+                         "evaluates a share, so give at least one row per process (eval_examples, valid split)")
     prepared, optimizer = accelerator.prepare(model, optimizer)
     return Run(cfg, accelerator, prepared, accelerator.unwrap_model(prepared), adapter, optimizer, train, valid,
                resolve_reward(cfg.reward), out, start)
@@ -303,15 +313,29 @@ def mean_over_processes(accelerator: Any, row: dict) -> dict:
 def held_out(run: Run) -> tuple[dict, list[str]]:
     """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of
     ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9: the paper's); and the greedy
-    predictions."""
-    result = evaluate(run.policy, run.adapter, run.valid, max_new_tokens=run.cfg.rollout.max_new_tokens,
-                      sampled_passes=run.cfg.eval_sampled_passes)
-    row = {"valid_bleu": result.greedy.bleu}
+    predictions in row order. Every process decodes its share of the held-out rows (rows
+    rank, rank + processes, ...); the predictions are gathered and scored whole."""
+    acc = run.accelerator
+    rows = list(range(acc.process_index, len(run.valid), acc.num_processes))
+    result = evaluate(run.policy, run.adapter, [run.valid[i] for i in rows],
+                      max_new_tokens=run.cfg.rollout.max_new_tokens, sampled_passes=run.cfg.eval_sampled_passes,
+                      seed=42 + acc.process_index)
+
+    def in_row_order(predictions: list[str]) -> list[str]:
+        if acc.num_processes == 1:
+            return predictions
+        from accelerate.utils import gather_object
+
+        return [text for _, text in sorted(gather_object(list(zip(rows, predictions))))]
+
+    references = [ex.reference for ex in run.valid]
+    greedy = score_predictions(in_row_order(result.greedy.predictions), references)
+    row = {"valid_bleu": greedy.bleu}
     if result.sampled:
-        passes = torch.tensor([r.bleu for r in result.sampled])
-        row["valid_bleu_sampled"] = result.sampled_bleu
+        passes = torch.tensor([score_predictions(in_row_order(r.predictions), references).bleu for r in result.sampled])
+        row["valid_bleu_sampled"] = float(passes.mean())
         row["valid_bleu_sampled_std"] = float(passes.std()) if len(passes) > 1 else 0.0
-    return row, result.greedy.predictions
+    return row, greedy.predictions
 
 
 def memory_hint(cfg: TrainConfig, step: int, out: Path) -> str:
@@ -350,14 +374,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     console = Console(quiet=quiet or not main)
     run.model.eval()
     logger = MetricsLogger(run.out, append=resume, enabled=main)
-    before: dict = {}
-    if main:  # held-out evaluation runs on the main process; the others wait at the next collective
-        if run.start_step == 0:
-            metrics, predictions = held_out(run)
-            before = {"metrics": metrics, "predictions": predictions}
-            write_text_atomic(run.out / "before.json", json.dumps(before))
-        else:
-            before = json.loads((run.out / "before.json").read_text())
+    if run.start_step == 0:  # every process evaluates its share of the held-out rows
+        metrics, predictions = held_out(run)
+        if main:
+            write_text_atomic(run.out / "before.json", json.dumps({"metrics": metrics, "predictions": predictions}))
     step = run.start_step
     with stop_on_interrupt() as interrupt, progress_bar(cfg.algo, console, quiet or not main) as bar:
         task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
@@ -367,7 +387,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
             except torch.OutOfMemoryError as err:
                 raise MemoryError(memory_hint(cfg, step, run.out)) from err
             step += 1
-            if main and step % cfg.eval_every == 0 and step < cfg.steps:
+            if step % cfg.eval_every == 0 and step < cfg.steps:
                 row.update(held_out(run)[0])
             logger.log(step, row)
             if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
@@ -380,9 +400,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     if interrupt["stop"]:
         console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
         return {"algo": cfg.algo, "steps": step, "interrupted": True}
+    after, predictions = held_out(run)
     if not main:
         return {}
-    after, predictions = held_out(run)
+    before = json.loads((run.out / "before.json").read_text())
     MetricsLogger(run.out, append=True, tensorboard=False).log(step, after)
     # is the greedy change more than the choice of held-out examples explains? (paired bootstrap)
     test = paired_bleu_test(before["predictions"], predictions, [ex.reference for ex in run.valid])

@@ -66,9 +66,11 @@ def evaluate(model: Any, adapter: Any, examples: Sequence[Any], *, max_new_token
             progress(len(greedy))
     model.train(was_training)
     references = [ex.reference for ex in examples]
-    return Evaluation(score(greedy, references), [score(texts, references) for texts in sampled])
+    return Evaluation(score_predictions(greedy, references),
+                      [score_predictions(texts, references) for texts in sampled])
 
 
-def score(predictions: list[str], references: list[str]) -> EvalResult:
+def score_predictions(predictions: list[str], references: list[str]) -> EvalResult:
+    """Lowercased and cased corpus BLEU of ``predictions`` against ``references``."""
     return EvalResult(corpus_bleu(predictions, references), corpus_bleu(predictions, references, lowercase=False),
                       predictions)
