@@ -12,12 +12,14 @@ from leafrl.audio.io import AudioError
 from leafrl.models import (
     EMBEDDED_KEYS,
     attach_lora,
+    collate_rows,
     completion_logprobs,
     embed_prompts,
     family_of,
     load_speech_lm,
     repeat_rows,
     slice_rows,
+    split_rows,
     trim_padding,
 )
 from leafrl.models.tiny import build_tiny_sallm, train_tokenizer
@@ -223,6 +225,27 @@ def test_shared_prompts_give_the_log_probs_and_gradients_of_repeated_rows(family
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="prompt_of_row"):
         completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, torch.tensor([0, 0, 2, 1]))
+
+
+def test_rows_encoded_alone_batch_as_encoded_together(family):
+    """Where the adapter says rows encode alone, rows encoded one at a time and collated equal
+    the rows encoded together; Granite's features depend on the batch's longest clip, so not."""
+    _, _, adapter = family
+    prompts, audios, ids = batch(adapter)
+    together = adapter.encode(prompts, audios, ids)
+    parts = [adapter.encode(prompts[i:i + 1], None if audios is None else audios[i:i + 1], ids[i:i + 1])
+             for i in range(2)]
+    try:
+        alone = collate_rows([row for part in parts for row in split_rows(part)], adapter.pad_token_id)
+        same = set(alone) == set(together) and all(
+            alone[k].shape == together[k].shape and torch.equal(alone[k], together[k]) for k in together)
+    except RuntimeError:  # Granite: features as long as each clip do not even stack
+        same = False
+    assert same == adapter.rows_encode_alone
+    # split and collate undo each other, padding included
+    again = collate_rows(split_rows(together), adapter.pad_token_id)
+    assert all(torch.equal(again[k], together[k]) for k in together)
+    assert split_rows(together)[1]["attention_mask"].all()  # a row on its own carries no padding
 
 
 def test_trim_padding_drops_only_all_padding_columns():

@@ -97,3 +97,26 @@ def test_encode_examples_refuses_a_modality_mismatch(tiny_sallm):
     _, adapter = tiny_sallm
     with pytest.raises(ValueError, match="'q1'.*needs a clip"):
         encode_examples(adapter, [Example("q1", None, "2 + 2 =", "4", "math")])
+
+
+def test_encoded_rows_equal_encoding_each_batch_and_read_each_row_once(tiny_sallm, monkeypatch):
+    from types import SimpleNamespace
+
+    from leafrl.data.schema import Example
+    from leafrl.rollout.batch import EncodedRows, encode_examples
+
+    _, adapter = tiny_sallm
+    rows = [Example(f"r{i}", (noise(0.4 + 0.2 * i, seed=i), 16000), ["What do you hear?", "Count the cars."][i % 2],
+                    "vier", "ast") for i in range(5)]
+    encoded = EncodedRows(adapter, rows)
+    calls = []
+    real_encode = adapter.encode
+    monkeypatch.setattr(adapter, "encode", lambda prompts, *a: calls.append(len(prompts)) or real_encode(prompts, *a))
+    for idx in ([3, 0, 1], [1, 4, 3, 2], [2, 0]):
+        expected = encode_examples(adapter, [rows[i] for i in idx])
+        got = encoded(idx)
+        assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
+    # per batch: encode_examples reads all its rows, the cache only those it has not seen (3, 2, none)
+    assert calls == [3, 3, 4, 2, 2] and sorted(encoded.rows) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="granite_speech.*cache_inputs=false"):
+        EncodedRows(SimpleNamespace(family="granite_speech", rows_encode_alone=False), rows)

@@ -106,15 +106,16 @@ def test_alignment_needs_an_adapter_with_audio_frames():
         alignment_loss(None, text_adapter, [], [])
 
 
-def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cache_inputs", [True, False])
+def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch, cache_inputs):
     """SFT steps take batch_size rows; alignment steps take align_batch_size."""
     from leafrl import sft
 
     seen: dict[str, list[int]] = {"align": [], "sft": []}
 
     def recorder(stage):
-        def loss(model, adapter, examples, *args, **kwargs):
-            seen[stage].append(len(examples))
+        def loss(model, adapter, inputs, *args, **kwargs):
+            seen[stage].append(len(inputs["attention_mask"]))
             return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return loss
 
@@ -128,7 +129,8 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(sft, "train_stage", stage)
     cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, align_steps=3, steps=2,
-                    batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2, length_buckets=2)
+                    batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2, length_buckets=2,
+                    cache_inputs=cache_inputs)
     run_sft(cfg, quiet=True)
     assert seen == {"align": [2, 2, 2], "sft": [6, 6]}  # length buckets keep the batch size
     assert state_at_start == {"align": 0, "sft": 0}  # SFT does not inherit the CTC stage's Adam moments

@@ -31,7 +31,7 @@ from leafrl.config import SFTConfig, save_config
 from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate
 from leafrl.models import attach_lora, completion_logprobs, load_speech_lm
-from leafrl.rollout.batch import encode_examples, encode_targets
+from leafrl.rollout.batch import EncodedRows, encode_examples, encode_targets
 from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
 
@@ -115,9 +115,10 @@ def reference_nll(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], exa
     return -logp.sum() / mask.sum()
 
 
-def train_step(model: Any, adapter: Any, examples: list[Any], cfg: SFTConfig, device: Any = "cpu") -> torch.Tensor:
-    """Mean token NLL of the references given the prompts (and audio)."""
-    return reference_nll(model, adapter, encode_examples(adapter, examples, cfg.system), examples, device)
+def train_step(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], examples: list[Any],
+               device: Any = "cpu") -> torch.Tensor:
+    """Mean token NLL of the examples' references given their prompt ``inputs`` (and audio)."""
+    return reference_nll(model, adapter, inputs, examples, device)
 
 
 def transcripts_of(examples: list[Any], setting: str) -> list[str]:
@@ -137,7 +138,7 @@ def transcript_ids(tokenizer: Any, transcripts: list[str]) -> list[list[int]]:
     return [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in transcripts]
 
 
-def alignment_loss(model: Any, adapter: Any, examples: list[Any], targets: list[list[int]],
+def alignment_loss(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], targets: list[list[int]],
                    device: Any = "cpu") -> torch.Tensor:
     """CTC loss of the transcripts on the projected audio frames, read through the model's own
     output layer with the pad token as blank. Runs the audio encoder and projector only.
@@ -147,7 +148,7 @@ def alignment_loss(model: Any, adapter: Any, examples: list[Any], targets: list[
     if not hasattr(adapter, "audio_frames"):
         raise ValueError(f"align_steps > 0: the {adapter.family} adapter cannot give its projected audio "
                          "frames; set align_steps=0")
-    inputs = {k: v.to(device) for k, v in encode_examples(adapter, examples).items()}
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     frames, lengths = adapter.audio_frames(model, inputs)
     logp = model.get_output_embeddings()(frames).float().log_softmax(-1).transpose(0, 1)
     flat = torch.tensor([t for row in targets for t in row], device=device)
@@ -219,16 +220,20 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
 
     stage = partial(train_stage, n_rows=len(train), cfg=cfg, logger=logger, console=console, quiet=quiet,
                     started=started)
+    # both stages visit every row several times: with cache_inputs, each is read and encoded once
+    inputs_of = EncodedRows(adapter, train, cfg.system) if cfg.cache_inputs else (
+        lambda idx: encode_examples(adapter, [train[i] for i in idx], cfg.system))
     if cfg.align_steps:
         targets = transcript_ids(adapter.tokenizer, transcripts_of(train, "align_steps"))
         stage("align", "align_ctc", cfg.align_steps, lambda idx: alignment_loss(
-            model, adapter, [train[i] for i in idx], [targets[i] for i in idx], device), cfg.seed + 1,
+            model, adapter, inputs_of(idx), [targets[i] for i in idx], device), cfg.seed + 1,
               batch_size=cfg.align_batch_size, optimizer=fresh_optimizer())
 
     def periodic_bleu(step: int) -> dict:
         return {"valid_bleu": valid_bleu()} if step % cfg.eval_every == 0 and step < cfg.steps else {}
 
-    stage("sft", "loss", cfg.steps, lambda idx: train_step(model, adapter, [train[i] for i in idx], cfg, device),
+    stage("sft", "loss", cfg.steps, lambda idx: train_step(model, adapter, inputs_of(idx), [train[i] for i in idx],
+                                                           device),
           cfg.seed, batch_size=cfg.batch_size, optimizer=fresh_optimizer(), evaluate_at=periodic_bleu,
           lengths=row_lengths(train) if cfg.length_buckets > 1 else None)
     bleu_after = valid_bleu()

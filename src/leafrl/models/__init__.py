@@ -14,11 +14,14 @@ import torch
 from leafrl.models.base import (
     EMBEDDED_KEYS,
     SpeechLMAdapter,
+    collate_rows,
     completion_logprobs,
     embed_prompts,
     generation_positions,
+    prefill_prompts,
     repeat_rows,
     slice_rows,
+    split_rows,
     trim_padding,
 )
 from leafrl.models.granite_speech import GraniteSpeechAdapter
@@ -78,12 +81,15 @@ __all__ = [
     "LORA_PROJECTIONS",
     "SpeechLMAdapter",
     "attach_lora",
+    "collate_rows",
     "completion_logprobs",
     "embed_prompts",
     "family_of",
     "generation_positions",
     "load_speech_lm",
+    "prefill_prompts",
     "repeat_rows",
     "slice_rows",
+    "split_rows",
     "trim_padding",
 ]

@@ -33,6 +33,10 @@ class SpeechLMAdapter(Protocol):
     keeps_logits: the model's forward takes ``logits_to_keep`` (computes only the logits asked).
     suppress_token_ids: tokens a response must never contain (the audio placeholders: a sampled
         one would be read as an audio slot when the response is fed back to the model).
+    rows_encode_alone: a row's inputs do not depend on the other rows of its batch beyond the
+        prompt's left padding (Whisper-style features padded to a fixed window do not; features
+        padded to the batch's longest clip do), so rows can be encoded once and batched later
+        (``split_rows`` / ``collate_rows``).
 
     Optional, for ``leafrl sft``'s alignment stage of a model trained from scratch:
     ``audio_frames(model, inputs) -> (frames [N, S, D], lengths [N])``, the projected audio
@@ -48,6 +52,7 @@ class SpeechLMAdapter(Protocol):
     eos_token_ids: list[int]
     keeps_logits: bool
     suppress_token_ids: list[int]
+    rows_encode_alone: bool
 
     @classmethod
     def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, SpeechLMAdapter]:
@@ -129,6 +134,32 @@ def slice_rows(inputs: dict[str, torch.Tensor], rows: slice | torch.Tensor,
     return {key: v[rows] if key in row_keys else v for key, v in inputs.items()}
 
 
+SEQUENCE_KEYS = ("input_ids", "inputs_embeds", "attention_mask")
+"""The model-input keys that run along the prompt's tokens (the others hold audio)."""
+
+
+def split_rows(inputs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Each row of an adapter's left-padded batch on its own, its prompt padding removed
+    (values [1, ...]); ``collate_rows`` batches them again. Only for adapters whose
+    ``rows_encode_alone``."""
+    lengths = inputs["attention_mask"].sum(1).tolist()
+    return [{k: v[i:i + 1, v.shape[1] - n:] if k in SEQUENCE_KEYS else v[i:i + 1] for k, v in inputs.items()}
+            for i, n in enumerate(lengths)]
+
+
+def collate_rows(rows: Sequence[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """One batch from rows on their own (``split_rows``), as the adapter's ``encode`` would make it
+    from the same rows at once: ``input_ids`` left-padded with ``pad_token_id`` and
+    ``attention_mask`` with 0; the other (audio) keys stacked."""
+    width = max(row["attention_mask"].shape[1] for row in rows)
+
+    def left_pad(v: torch.Tensor, fill: int) -> torch.Tensor:
+        return torch.nn.functional.pad(v, (width - v.shape[1], 0), value=fill)
+
+    return {key: torch.cat([left_pad(row[key], pad_token_id if key == "input_ids" else 0) if key in SEQUENCE_KEYS
+                            else row[key] for row in rows]) for key in rows[0]}
+
+
 EMBEDDED_KEYS = ("inputs_embeds", "attention_mask")
 """The row keys of embedded prompts (see ``embed_prompts``)."""
 
@@ -185,10 +216,6 @@ def trim_padding(inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor, 
 def generation_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids as ``generate`` makes them: count of real tokens before, 0 on padding."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-SEQUENCE_KEYS = ("input_ids", "inputs_embeds", "attention_mask")
-"""The model-input keys that run along the prompt's tokens (the others hold audio)."""
 
 
 def prefill_prompts(model: Any, prompts: dict[str, torch.Tensor], prompt_of_row: torch.Tensor,

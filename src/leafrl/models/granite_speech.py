@@ -38,6 +38,7 @@ class GraniteSpeechAdapter:
     extractor: dict[str, int]  # EXTRACTOR_DEFAULTS' keys, read from preprocessor_config.json
     audio_token: str = "<|audio|>"
     family: str = "granite_speech"
+    rows_encode_alone: bool = False  # log-mel features padded to the batch's longest clip
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "input_features_mask")
     keeps_logits: bool = True
     max_audio_seconds: None = None  # block attention: no fixed feature window

@@ -21,6 +21,7 @@ class Qwen2AudioAdapter:
     processor: Any
     eos_token_ids: list[int]
     family: str = "qwen2_audio"
+    rows_encode_alone: bool = True  # Whisper features: every clip padded to the fixed window
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "feature_attention_mask")
     keeps_logits: bool = False  # its forward computes logits for every position
     sampling_rate: int = field(init=False)

@@ -21,6 +21,7 @@ class TextLMAdapter:
     tokenizer: Any
     eos_token_ids: list[int]
     family: str = "text"
+    rows_encode_alone: bool = True  # text only
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask")
     keeps_logits: bool = True
     sampling_rate: None = None

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from leafrl.audio.io import load_audio
+from leafrl.models.base import collate_rows, split_rows
 
 
 def encode_examples(adapter: Any, examples: Sequence[Any], system: str | None = None) -> dict[str, torch.Tensor]:
@@ -25,6 +26,29 @@ def encode_examples(adapter: Any, examples: Sequence[Any], system: str | None = 
         audios = [load_audio(ex.audio, sampling_rate=adapter.sampling_rate, example_id=ex.id)
                   for ex in examples]
     return adapter.encode(prompts, audios, ids)
+
+
+class EncodedRows:
+    """``encode_examples`` for a training loop that draws the same rows again and again: each
+    row is read and encoded once, on first use, and kept ([1, ...] tensors; for the built-in
+    model about 66 KB a row, mostly its audio features), then batched with ``collate_rows``.
+    A batch equals ``encode_examples`` of the same rows. Needs ``adapter.rows_encode_alone``.
+    """
+
+    def __init__(self, adapter: Any, examples: Sequence[Any], system: str | None = None):
+        if not adapter.rows_encode_alone:
+            raise ValueError(f"{adapter.family}: a row's inputs depend on the rest of its batch, so rows "
+                             "cannot be encoded once and batched later (leafrl sft: set cache_inputs=false)")
+        self.adapter, self.examples, self.system = adapter, examples, system
+        self.rows: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Model inputs of the rows ``indices`` (left-padded, in that order)."""
+        new = sorted(set(indices) - set(self.rows))
+        if new:
+            encoded = encode_examples(self.adapter, [self.examples[i] for i in new], self.system)
+            self.rows.update(zip(new, split_rows(encoded)))
+        return collate_rows([self.rows[i] for i in indices], self.adapter.pad_token_id)
 
 
 def encode_targets(tokenizer: Any, texts: Sequence[str], eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,62 @@
+"""Encoding a batch from its rows (audio read, features computed, prompts tokenized) against
+collating rows kept from an earlier epoch (``leafrl.rollout.batch.EncodedRows``, what
+``leafrl sft`` does with ``cache_inputs``).
+
+    python benchmarks/bench_encoded_rows.py [--model DIR] [--rows 640] [--batch 32]
+
+Without --model, a fresh built-in tiny SALLM's adapter is used (the encoding does not depend
+on the weights). The rows are the built-in task's training rows (built once if missing).
+Prints milliseconds per batch for both and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+from rich.console import Console
+
+from leafrl.data import load_split
+from leafrl.models import load_speech_lm
+from leafrl.rollout.batch import EncodedRows, encode_examples
+from leafrl.sft import resolve_data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="HF directory (default: a fresh built-in tiny SALLM)")
+    parser.add_argument("--rows", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=20)
+    args = parser.parse_args()
+    train = list(load_split(resolve_data(None, Console(quiet=True)), "train"))[: args.rows]
+    if args.model:
+        _, adapter = load_speech_lm(args.model)
+    else:
+        from leafrl.models.tiny import new_tiny_sallm
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model, adapter = new_tiny_sallm([t for ex in train for t in (ex.prompt, ex.reference)])
+            adapter.save(model, tmp)
+            _, adapter = load_speech_lm(tmp)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randperm(len(train), generator=generator)[: args.batch].tolist() for _ in range(args.batches)]
+    kept = EncodedRows(adapter, train)
+    kept(list(range(len(train))))  # every row seen once, as after the first epoch
+
+    def per_batch(fn) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            fn(batch)
+        return (time.perf_counter() - start) / len(batches)
+
+    encoding = per_batch(lambda b: encode_examples(adapter, [train[i] for i in b]))
+    collating = per_batch(kept)
+    print(f"{args.batch} rows a batch: encoding {encoding * 1e3:.1f} ms, kept rows {collating * 1e3:.1f} ms "
+          f"({encoding / collating:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()
