@@ -80,6 +80,14 @@ class SpeechLMAdapter(Protocol):
         ...
 
 
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers added it family by
+    family: Qwen2-Audio's, for one, only in later 4.x releases)."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def prepare_tokenizer(tokenizer: Any) -> Any:
     """Left padding (prompts end where generation starts); a pad token is required."""
     tokenizer.padding_side = "left"

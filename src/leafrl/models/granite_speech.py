@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from leafrl.audio.features import num_audio_features, stacked_log_mel
-from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer
+from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer, takes_logits_to_keep
 
 # GraniteSpeechFeatureExtractor's own defaults, used where a config omits a setting
 EXTRACTOR_DEFAULTS = {"sampling_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160,
@@ -40,7 +40,7 @@ class GraniteSpeechAdapter:
     family: str = "granite_speech"
     rows_encode_alone: bool = False  # log-mel features padded to the batch's longest clip
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "input_features_mask")
-    keeps_logits: bool = True
+    keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
     max_audio_seconds: None = None  # block attention: no fixed feature window
     sampling_rate: int = field(init=False)
     pad_token_id: int = field(init=False)
@@ -53,7 +53,8 @@ class GraniteSpeechAdapter:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = merge_modality_lora(GraniteSpeechForConditionalGeneration.from_pretrained(name_or_path,
                                                                                           dtype=dtype))
-        return model, cls(tokenizer, eos_token_ids(model, tokenizer), read_extractor_config(name_or_path))
+        return model, cls(tokenizer, eos_token_ids(model, tokenizer), read_extractor_config(name_or_path),
+                          keeps_logits=takes_logits_to_keep(model))
 
     def __post_init__(self) -> None:
         self.pad_token_id = prepare_tokenizer(self.tokenizer).pad_token_id

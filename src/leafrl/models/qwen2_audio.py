@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer
+from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer, takes_logits_to_keep
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Qwen2AudioAdapter:
     family: str = "qwen2_audio"
     rows_encode_alone: bool = True  # Whisper features: every clip padded to the fixed window
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "feature_attention_mask")
-    keeps_logits: bool = False  # its forward computes logits for every position
+    keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
     sampling_rate: int = field(init=False)
     max_audio_seconds: float = field(init=False)
     pad_token_id: int = field(init=False)
@@ -35,7 +35,8 @@ class Qwen2AudioAdapter:
 
         processor = AutoProcessor.from_pretrained(name_or_path)
         model = Qwen2AudioForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype)
-        return model, cls(processor, eos_token_ids(model, processor.tokenizer))
+        return model, cls(processor, eos_token_ids(model, processor.tokenizer),
+                          keeps_logits=takes_logits_to_keep(model))
 
     def __post_init__(self) -> None:
         self.pad_token_id = prepare_tokenizer(self.processor.tokenizer).pad_token_id

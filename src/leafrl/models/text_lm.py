@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leafrl.models.base import eos_token_ids, prepare_tokenizer
+from leafrl.models.base import eos_token_ids, prepare_tokenizer, takes_logits_to_keep
 
 
 @dataclass
@@ -23,7 +23,7 @@ class TextLMAdapter:
     family: str = "text"
     rows_encode_alone: bool = True  # text only
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask")
-    keeps_logits: bool = True
+    keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
     sampling_rate: None = None
     max_audio_seconds: None = None
     pad_token_id: int = field(init=False)
@@ -35,7 +35,7 @@ class TextLMAdapter:
 
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
-        return model, cls(tokenizer, eos_token_ids(model, tokenizer))
+        return model, cls(tokenizer, eos_token_ids(model, tokenizer), keeps_logits=takes_logits_to_keep(model))
 
     def __post_init__(self) -> None:
         self.pad_token_id = prepare_tokenizer(self.tokenizer).pad_token_id

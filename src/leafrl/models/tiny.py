@@ -134,7 +134,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Any
 
 def new_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: int = 0) -> tuple[Any, Any]:
     """(model, adapter) of a fresh tiny SALLM, ready to train like any loaded model."""
+    from leafrl.models.base import takes_logits_to_keep
     from leafrl.models.qwen2_audio import Qwen2AudioAdapter
 
     model, processor = build_tiny_sallm(texts, size, seed)
-    return model, Qwen2AudioAdapter(processor, [model.generation_config.eos_token_id])
+    return model, Qwen2AudioAdapter(processor, [model.generation_config.eos_token_id],
+                                    keeps_logits=takes_logits_to_keep(model))
