@@ -25,8 +25,9 @@ forwards run 48 rows at a time. TRL's gradient checkpointing (on by default) is 
 
 Left as each library does it: the sampled tokens differ (separate RNG streams; the mean response
 length is printed for both); TRL samples with the model in train mode (LoRA dropout on) while
-leafrl samples in eval mode; leafrl embeds each prompt once, samples from the embeddings repeated
-K times and keeps the per-step sampling scores (its surprisal, unused by GRPO); TRL computes the
+leafrl samples in eval mode; leafrl embeds each prompt once and runs its tokens once per pass
+(its K samples share the prompt's key/value cache) and keeps the per-step sampling scores (its
+surprisal, unused by GRPO); TRL computes the
 per-token entropy in its loss forward, weights the KL by the ratio (use_bias_correction_kl),
 normalizes advantages by std + 1e-4 (leafrl: std floored at 1/3) and shuffles the 48 rows.
 
