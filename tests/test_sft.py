@@ -120,7 +120,7 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch, c
         return loss
 
     monkeypatch.setattr(sft, "alignment_loss", recorder("align"))
-    monkeypatch.setattr(sft, "train_step", recorder("sft"))
+    monkeypatch.setattr(sft, "reference_nll", recorder("sft"))
     state_at_start, real_stage = {}, sft.train_stage
 
     def stage(label, *args, optimizer, **kwargs):

@@ -115,12 +115,6 @@ def reference_nll(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], exa
     return -logp.sum() / mask.sum()
 
 
-def train_step(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], examples: list[Any],
-               device: Any = "cpu") -> torch.Tensor:
-    """Mean token NLL of the examples' references given their prompt ``inputs`` (and audio)."""
-    return reference_nll(model, adapter, inputs, examples, device)
-
-
 def transcripts_of(examples: list[Any], setting: str) -> list[str]:
     """Each row's spoken text (``meta["transcript"]``), or an error naming the row and ``setting``."""
     texts = []
@@ -232,8 +226,8 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     def periodic_bleu(step: int) -> dict:
         return {"valid_bleu": valid_bleu()} if step % cfg.eval_every == 0 and step < cfg.steps else {}
 
-    stage("sft", "loss", cfg.steps, lambda idx: train_step(model, adapter, inputs_of(idx), [train[i] for i in idx],
-                                                           device),
+    stage("sft", "loss", cfg.steps, lambda idx: reference_nll(model, adapter, inputs_of(idx),
+                                                              [train[i] for i in idx], device),
           cfg.seed, batch_size=cfg.batch_size, optimizer=fresh_optimizer(), evaluate_at=periodic_bleu,
           lengths=row_lengths(train) if cfg.length_buckets > 1 else None)
     bleu_after = valid_bleu()

@@ -111,11 +111,11 @@ def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
 
     # without an accelerator, cpu=True lets several processes (torchrun) meet over gloo
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
-    sharded = accelerator.distributed_type.value
-    if sharded in ("FSDP", "DEEPSPEED"):
+    distributed = accelerator.distributed_type.value
+    if distributed in ("FSDP", "DEEPSPEED"):
         # checkpoints are written by the main process alone, which sharded parameters (or
         # optimizer states) would turn into a hang; data parallel (DDP) is what is tested
-        raise ValueError(f"accelerate config: distributed_type {sharded} is not supported yet; use data "
+        raise ValueError(f"accelerate config: distributed_type {distributed} is not supported yet; use data "
                          "parallel (distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole model on "
                          "every process")
     out = Path(cfg.out)
