@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from bench_step import fresh_tiny_model  # this folder: run as python benchmarks/...
 from leafrl.data import load_split
 from leafrl.models import load_speech_lm
 from leafrl.rollout.batch import EncodedRows, encode_examples
@@ -32,15 +34,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
     train = list(load_split(resolve_data(None, Console(quiet=True)), "train"))[: args.rows]
-    if args.model:
-        _, adapter = load_speech_lm(args.model)
-    else:
-        from leafrl.models.tiny import new_tiny_sallm
-
-        with tempfile.TemporaryDirectory() as tmp:
-            model, adapter = new_tiny_sallm([t for ex in train for t in (ex.prompt, ex.reference)])
-            adapter.save(model, tmp)
-            _, adapter = load_speech_lm(tmp)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, adapter = load_speech_lm(args.model or fresh_tiny_model(Path(tmp), None))
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randperm(len(train), generator=generator)[: args.batch].tolist() for _ in range(args.batches)]
     kept = EncodedRows(adapter, train)

@@ -16,10 +16,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from bench_step import fresh_tiny_model  # this folder: run as python benchmarks/...
 from leafrl.data import load_split
 from leafrl.models import EMBEDDED_KEYS, attach_lora, completion_logprobs, embed_prompts, load_speech_lm, slice_rows
 from leafrl.rollout.batch import encode_examples
@@ -46,14 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     train = list(load_split(resolve_data(None, Console(quiet=True)), "train"))[: args.prompts]
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.model
-        if path is None:
-            from leafrl.models.tiny import new_tiny_sallm
-
-            model, adapter = new_tiny_sallm([t for ex in train for t in (ex.prompt, ex.reference)])
-            adapter.save(model, tmp)
-            path = tmp
-        model, adapter = load_speech_lm(path)
+        model, adapter = load_speech_lm(args.model or fresh_tiny_model(Path(tmp), None))
     torch.manual_seed(0)
     model = attach_lora(model, rank=16, alpha=32, dropout=0.0)
     model.eval()
