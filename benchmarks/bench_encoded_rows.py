@@ -20,10 +20,10 @@ import torch
 from rich.console import Console
 
 from bench_step import fresh_tiny_model  # this folder: run as python benchmarks/...
+from leafrl.builtin import prepare_task
 from leafrl.data import load_split
 from leafrl.models import load_speech_lm
 from leafrl.rollout.batch import EncodedRows, encode_examples
-from leafrl.sft import resolve_data
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
-    train = list(load_split(resolve_data(None, Console(quiet=True)), "train"))[: args.rows]
+    train = list(load_split(prepare_task(Console(quiet=True)), "train"))[: args.rows]
     with tempfile.TemporaryDirectory() as tmp:
         _, adapter = load_speech_lm(args.model or fresh_tiny_model(Path(tmp), None))
     generator = torch.Generator().manual_seed(0)

@@ -22,11 +22,11 @@ import torch
 from rich.console import Console
 
 from bench_step import fresh_tiny_model  # this folder: run as python benchmarks/...
+from leafrl.builtin import prepare_task
 from leafrl.data import load_split
 from leafrl.models import EMBEDDED_KEYS, attach_lora, completion_logprobs, embed_prompts, load_speech_lm, slice_rows
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import completion_mask, generate_completions
-from leafrl.sft import resolve_data
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--k", type=int, default=8)
     args = parser.parse_args()
-    train = list(load_split(resolve_data(None, Console(quiet=True)), "train"))[: args.prompts]
+    train = list(load_split(prepare_task(Console(quiet=True)), "train"))[: args.prompts]
     with tempfile.TemporaryDirectory() as tmp:
         model, adapter = load_speech_lm(args.model or fresh_tiny_model(Path(tmp), None))
     torch.manual_seed(0)

@@ -57,11 +57,43 @@ def test_data_demo_builds_a_small_task(tmp_path):
     assert "train" in result.output
 
 
-def test_data_convert_names_a_bad_recipe_or_missing_release(tmp_path):
+def _main(args, capsys):
+    """(exit status, stderr) of the ``leafrl`` command with ``args``."""
+    from leafrl.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_data_convert_names_a_bad_recipe_or_missing_release(tmp_path, capsys):
     result = runner.invoke(app, ["data", "convert", "timit", str(tmp_path), str(tmp_path / "out")])
     assert result.exit_code == 2 and "covost2" in result.output
-    result = runner.invoke(app, ["data", "convert", "covost2", str(tmp_path), str(tmp_path / "out")])
-    assert result.exit_code == 1 and "not found" in result.output
+    status, err = _main(["data", "convert", "covost2", str(tmp_path), str(tmp_path / "out")], capsys)
+    assert status == 1 and "not found" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+
+
+def test_library_errors_are_one_line_with_the_fix(tmp_path, capsys, monkeypatch):
+    """A missing espeak-ng from `leafrl train` (the built-in task is synthesized first) is one
+    line naming the install command, not a traceback; LEAFRL_TRACEBACK=1 brings the traceback."""
+    import leafrl.data.demo
+    from leafrl.data.demo import EspeakError
+
+    monkeypatch.setenv("LEAFRL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(leafrl.data.demo.shutil, "which", lambda name: None)
+    status, err = _main(["train", "--quiet"], capsys)
+    assert status == 1 and "espeak-ng is not on PATH" in err and "apt-get install espeak-ng" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("LEAFRL_TRACEBACK", "1")
+    from leafrl.cli import main
+
+    with pytest.raises(EspeakError):
+        main(["train", "--quiet"])
+
+
+def test_a_bad_setting_is_one_line_naming_it(capsys):
+    status, err = _main(["train", "--set", "optim.minibatch=0", "--quiet"], capsys)
+    assert status == 1 and "TrainConfig.optim.minibatch must be >= 1" in err
 
 
 def test_train_ends_with_a_before_after_table():
@@ -75,19 +107,23 @@ def test_train_ends_with_a_before_after_table():
     console = Console(width=100, record=True)
     console.print(bleu_table(summary))
     text = console.export_text()
-    assert "300 examples" in text and "120 leaf steps" in text
+    assert "300 rows" in text and "120 leaf steps" in text
     assert "+3.50" in text and "+1.75" in text and "greedy" in text and "sampled" in text
-    assert "p = 0.004" in text
+    assert "0.004" in text and "paired bootstrap" in text
 
 
 @pytest.mark.parametrize("args, builtin", [([], True), (["--model", "some/model"], False),
                                            (["--set", "model=some/model"], False)])
-def test_train_uses_the_builtin_settings_only_for_the_builtin_model(monkeypatch, args, builtin):
+def test_train_uses_the_builtin_settings_only_for_the_builtin_model(monkeypatch, tmp_path, args, builtin):
+    import leafrl.builtin
     import leafrl.trainer
-    from leafrl.config import BUILTIN_TRAIN, TrainConfig, apply_overrides
+    from leafrl.builtin import BUILTIN_TRAIN
+    from leafrl.config import TrainConfig, apply_overrides
 
     seen = {}
     monkeypatch.setattr(leafrl.trainer, "train", lambda cfg, **kw: seen.setdefault("cfg", cfg) and {})
+    monkeypatch.setattr(leafrl.builtin, "prepare_task", lambda console: tmp_path / "task")
+    monkeypatch.setattr(leafrl.builtin, "base_model", lambda: "the/base")
     result = CliRunner().invoke(app, ["train", *args, "--set", "optim.lr=1e-3", "--quiet"])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
@@ -95,3 +131,5 @@ def test_train_uses_the_builtin_settings_only_for_the_builtin_model(monkeypatch,
     expected = apply_overrides(TrainConfig(), [*BUILTIN_TRAIN, "optim.lr=1e-3"]) if builtin else TrainConfig()
     assert cfg.rollout.max_new_tokens == expected.rollout.max_new_tokens
     assert cfg.lora_settings.rank == expected.lora_settings.rank and cfg.steps == expected.steps
+    assert cfg.data == str(tmp_path / "task")  # the built-in task, as an explicit path
+    assert cfg.model == ("the/base" if not args else "some/model")

@@ -383,15 +383,17 @@ def test_bad_arguments_name_the_argument(tmp_path, kwargs, name):
         demo.build_demo(tmp_path, progress=False, **kwargs)
 
 
-def test_default_demo_dir(monkeypatch, tmp_path):
+def test_builtin_task_dir(monkeypatch, tmp_path):
+    from leafrl.builtin import task_dir
+
     monkeypatch.setenv("LEAFRL_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert demo.default_demo_dir() == tmp_path / "c" / "demo"
+    assert task_dir() == tmp_path / "c" / "demo"
     monkeypatch.delenv("LEAFRL_CACHE")
-    assert demo.default_demo_dir() == tmp_path / "x" / "leafrl" / "demo"
+    assert task_dir() == tmp_path / "x" / "leafrl" / "demo"
     monkeypatch.setenv("XDG_CACHE_HOME", "")
     monkeypatch.setenv("HOME", str(tmp_path / "h"))
-    assert demo.default_demo_dir() == tmp_path / "h" / ".cache" / "leafrl" / "demo"
+    assert task_dir() == tmp_path / "h" / ".cache" / "leafrl" / "demo"
 
 
 def test_a_foreign_summary_is_an_error(tmp_path):

@@ -48,7 +48,7 @@ def tiny_config(setting, out, **over):
     cfg = apply_overrides(TrainConfig(), [
         f"data={data}", f"model={model}", f"out={out}", "steps=2", "eval_every=100", "eval_examples=2",
         "save_every=1", "rollout.rollout_budget=3", "rollout.prompts_per_step=2", "rollout.max_new_tokens=6",
-        "optim.micro_batch=4", "optim.lr=1e-3", "lora_settings.rank=4", "lora_settings.alpha=8",
+        "optim.micro_batch=4", "optim.minibatch=3", "optim.lr=1e-3", "lora_settings.rank=4", "lora_settings.alpha=8",
         "reward=chrf",  # graded from the first random response, unlike BLEU
     ] + [f"{k}={v}" for k, v in over.items()])
     return cfg
@@ -198,27 +198,6 @@ def test_out_of_memory_says_what_to_lower(setting, tmp_path, monkeypatch):
         train(tiny_config(setting, tmp_path / "oom", eval_sampled_passes=0), quiet=True)
 
 
-def test_a_stale_builtin_sft_cache_is_not_reused(tmp_path):
-    import json
-
-    from leafrl.config import SFTConfig, save_config
-    from leafrl.data.demo import FORMAT_VERSION
-    from leafrl.trainer import is_finished_sft
-
-    demo, sft = tmp_path / "demo", tmp_path / "sft"
-    demo.mkdir()
-    cfg = SFTConfig(out=str(sft))
-    assert not is_finished_sft(sft, cfg)  # nothing there
-    save_config(cfg, sft / "config.yaml")
-    (sft / "summary.json").write_text(json.dumps({"data": str(demo)}))
-    for version, same in ((FORMAT_VERSION, True), (FORMAT_VERSION - 1, False)):
-        (demo / "summary.json").write_text(json.dumps({"format_version": version}))
-        assert is_finished_sft(sft, cfg) is same  # a task built by an older format is stale
-    assert not is_finished_sft(sft, SFTConfig(out=str(sft), align_steps=7))  # other settings: stale
-    (sft / "config.yaml").write_text((sft / "config.yaml").read_text() + "retired_setting: 1\n")
-    assert not is_finished_sft(sft, cfg)  # a cache from a build with other fields: stale, not an error
-
-
 @pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
 def test_sharded_distribution_is_refused_clearly(setting, tmp_path, monkeypatch, kind):
     """Checkpoints are written by the main process alone: with sharded parameters or optimizer
@@ -235,3 +214,141 @@ def test_sharded_distribution_is_refused_clearly(setting, tmp_path, monkeypatch,
     monkeypatch.setattr(accelerate, "Accelerator", Sharded)
     with pytest.raises(ValueError, match=f"distributed_type {kind} is not supported"):
         train(tiny_config(setting, tmp_path / "sharded"), quiet=True)
+
+
+# ------------------------------------------------------------------ the authors' update schedule
+
+
+def _rolled_out(setting, tmp_path, **over):
+    """A Run and one rollout step of it: (run, inputs, completions, adv, ref)."""
+    from rich.console import Console
+
+    from leafrl.trainer import advantages, prompts_for, reference_logprobs, rollout, score, setup
+
+    cfg = tiny_config(setting, tmp_path, **{"lora_settings.dropout": 0.0, **over})
+    run = setup(cfg, Console(quiet=True), resume=False)
+    torch.manual_seed(0)
+    prompts = prompts_for(0, run.train, cfg.rollout.prompts_per_step, cfg.seed)
+    inputs, completions = rollout(run, prompts)
+    adv, _ = advantages(cfg, completions, score(run, prompts, completions))
+    return run, inputs, completions, adv, reference_logprobs(run, inputs, completions)
+
+
+def _plain_objective(run, inputs, completions, adv, ref, rows, old=None):
+    """The spec's objective over ``rows``, written plainly: each row's whole sequence (its
+    prompt's real positions, then its completion) in one forward without cache or padding,
+    log-probs at the sampling temperature, the clipped surrogate and k3 KL per token, mean over
+    the row's tokens, then over rows. ``old``: the old log-probs (None: on-policy)."""
+    cfg, k = run.cfg, run.cfg.rollout.rollout_budget
+    model = run.policy
+    total = 0.0
+    for i in rows.tolist():
+        n_tok = int(completions.mask[i].sum())
+        ids = completions.ids[i, :n_tok]
+        g = i // k
+        prompt = inputs["inputs_embeds"][g][inputs["attention_mask"][g].bool()]
+        x = torch.cat([prompt, model.get_input_embeddings()(ids)])[None]
+        logits = model(inputs_embeds=x).logits[0, len(prompt) - 1: len(prompt) - 1 + n_tok].float()
+        logp = (logits / cfg.rollout.temperature).log_softmax(-1).gather(1, ids[:, None]).squeeze(1)
+        before = logp.detach() if old is None else old[i, :n_tok]
+        a = adv[i] if adv.dim() == 1 else adv[i, :n_tok]
+        ratio = torch.exp(logp - before)
+        surrogate = -torch.minimum(ratio * a, ratio.clamp(1 - cfg.loss.clip_low, 1 + cfg.loss.clip_high) * a)
+        d = ref[i, :n_tok] - logp
+        total = total + (surrogate + cfg.loss.beta * (torch.exp(d) - d - 1)).mean()
+    return total / len(rows)
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+def test_each_minibatch_gradient_is_the_spec_objective(setting, tmp_path):
+    """(b) off-policy too: with old log-probs away from the policy's (some ratios clipped), the
+    gradient one minibatch accumulates over micro-batches equals the plain objective's."""
+    from leafrl.trainer import minibatch_step
+
+    run, inputs, completions, adv, ref = _rolled_out(setting, tmp_path, **{"rollout.temperature": 0.7,
+                                                                            "optim.micro_batch": 2})
+    noise = 0.4 * torch.randn(completions.ids.shape, generator=torch.Generator().manual_seed(1))
+    old = (ref + noise).masked_fill(~completions.mask, 0.0)  # a policy away from this one
+    rows = torch.tensor([5, 0, 3])
+    run.model.train()
+    metrics = minibatch_step(run, inputs, completions, adv, ref, old, rows)
+    ours = _grads(run.model)
+    run.optimizer.zero_grad(set_to_none=True)
+    _plain_objective(run, inputs, completions, adv, ref, rows, old).backward()
+    plain = _grads(run.model)
+    assert ours.keys() == plain.keys() and ours
+    for name in ours:
+        torch.testing.assert_close(ours[name], plain[name], atol=1e-6, rtol=1e-4)
+    assert metrics["clip_frac"] > 0 and metrics["ratio_min"] < metrics["ratio_max"]
+
+
+def test_one_minibatch_of_all_rows_is_one_plain_full_batch_step(setting, tmp_path):
+    """(b) minibatch >= N and one epoch: one optimizer step on the on-policy objective of all
+    rows, exactly the update before minibatches existed (no extra log-prob pass)."""
+    import leafrl.trainer
+    from leafrl.schedule import warmup_cosine
+    from leafrl.trainer import update
+
+    run, inputs, completions, adv, ref = _rolled_out(setting, tmp_path / "a", **{"optim.minibatch": 1000})
+    calls = []
+    original = leafrl.trainer.logprobs_of
+    leafrl.trainer.logprobs_of = lambda *a: calls.append(1) or original(*a)
+    try:
+        metrics = update(run, inputs, completions, adv, ref, step=0)
+    finally:
+        leafrl.trainer.logprobs_of = original
+    assert calls == [] and metrics["optimizer_steps"] == 1 and metrics["clip_frac"] == 0
+    ours = {n: p.detach().clone() for n, p in run.policy.named_parameters() if p.requires_grad}
+
+    plain, *_ = _rolled_out(setting, tmp_path / "b", **{"optim.minibatch": 1000})  # the same LoRA init
+    cfg = plain.cfg
+    _plain_objective(plain, inputs, completions, adv, ref, torch.arange(len(completions.ids))).backward()
+    torch.nn.utils.clip_grad_norm_([p for p in plain.policy.parameters() if p.requires_grad], cfg.optim.grad_clip)
+    for group in plain.optimizer.param_groups:
+        group["lr"] = warmup_cosine(0, cfg.steps, cfg.optim.lr, cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
+    plain.optimizer.step()
+    for name, p in plain.policy.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(ours[name], p.detach(), atol=1e-6, rtol=1e-4)
+
+
+def test_minibatches_make_optimizer_steps_and_clip_on_a_large_step(setting, tmp_path):
+    """8 rows in minibatches of 1: 8 optimizer steps, the schedule counting them; at a large lr the
+    later minibatches are off-policy enough for the clip to bind. One minibatch never clips."""
+    from leafrl.trainer import minibatch_order, update
+
+    over = {"rollout.rollout_budget": 4, "optim.lr": 0.05, "optim.warmup_frac": 0.0, "loss.beta": 0.0}
+    run, inputs, completions, adv, ref = _rolled_out(setting, tmp_path, **over, **{"optim.minibatch": 1})
+    assert adv.abs().sum() > 0
+    metrics = update(run, inputs, completions, adv, ref, step=0)
+    assert metrics["optimizer_steps"] == 8 and metrics["clip_frac"] > 0 and metrics["approx_kl"] > 0
+    assert run.optimizer.state[next(p for p in run.policy.parameters() if p.requires_grad)]["step"] == 8
+    # a seeded permutation per epoch: every row once per epoch, the same order for the same seed
+    order = minibatch_order(8, 3, 2, seed=7)
+    assert [len(o) for o in order] == [3, 3, 2, 3, 3, 2]
+    assert sorted(torch.cat(order[:3]).tolist()) == list(range(8)) == sorted(torch.cat(order[3:]).tolist())
+    assert all(torch.equal(a, b) for a, b in zip(order, minibatch_order(8, 3, 2, seed=7)))
+    assert torch.equal(minibatch_order(8, 8, 1, seed=7)[0], torch.arange(8))  # one minibatch keeps row order
+
+
+def test_prompts_for_shards_disjoint_and_covers_each_row_once_per_epoch():
+    """Each process gets its own prompts (disjoint shards), and over one epoch every training
+    row comes exactly once across the processes; the next epoch is a new permutation."""
+    from leafrl.trainer import prompts_for
+
+    train = list(range(24))
+    per_step, world = 2, 3  # 6 prompts a step, 4 steps an epoch
+    for epoch in (0, 1):
+        seen = []
+        for step in range(epoch * 4, epoch * 4 + 4):
+            shards = [prompts_for(step, train, per_step, seed=5, rank=r, world=world) for r in range(world)]
+            assert all(len(s) == per_step for s in shards)
+            assert not set(shards[0]) & set(shards[1]) and not set(shards[1]) & set(shards[2])
+            seen += [x for s in shards for x in s]
+        assert sorted(seen) == train
+    first = [prompts_for(s, train, per_step, 5, 0, world) for s in range(4)]
+    assert first != [prompts_for(s, train, per_step, 5, 0, world) for s in range(4, 8)]
+    assert prompts_for(0, train, per_step, 5, 0, 1) == prompts_for(0, train, per_step, 5, 0, 1)

@@ -6,7 +6,11 @@ every default lives once, in the config dataclass.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,7 +20,7 @@ from rich.table import Table
 
 from leafrl import __version__
 from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages
-from leafrl.config import BUILTIN_TRAIN, SFTConfig, TrainConfig
+from leafrl.config import SFTConfig, TrainConfig
 
 app = typer.Typer(
     name="leafrl",
@@ -43,7 +47,7 @@ def _default(config: type, field: str) -> str:
 
 
 @app.callback()
-def main() -> None:
+def overview() -> None:
     """LEAF samples K responses per prompt like GRPO, then finds their shared prefixes after the
     fact and gives each span of a response its own advantage."""
 
@@ -102,12 +106,6 @@ data_app = typer.Typer(help="Datasets: the built-in spoken task and converters f
 app.add_typer(data_app, name="data")
 
 
-def _fail(err: Exception) -> None:
-    """Print a library error (it names the argument, row or file) and exit with status 1."""
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {err}")
-    raise typer.Exit(1)
-
-
 @data_app.command("demo")
 def data_demo(
     out: Path | None = typer.Option(None, help="where to write it; sft and train find the default "
@@ -120,16 +118,13 @@ def data_demo(
                                        show_default=_demo_default("workers")),
 ) -> None:
     """Synthesize the built-in spoken task with espeak-ng: En->De translation and spoken QA."""
-    from leafrl.data.demo import build_demo, default_demo_dir
+    from leafrl.builtin import task_dir
+    from leafrl.data.demo import build_demo
 
     given = {"seed": seed, "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "workers": workers}
-    try:
-        summary = build_demo(out or default_demo_dir(), **{k: v for k, v in given.items() if v is not None})
-    except (ValueError, RuntimeError) as err:
-        _fail(err)
+    summary = build_demo(out or task_dir(), **{k: v for k, v in given.items() if v is not None})
     counts = {split: c["rows"] for split, c in summary["counts"].items()}
-    Console().print(f"built-in task in {out or default_demo_dir()}: {counts}, "
-                    f"mean clip {summary['mean_duration_s']:.1f} s")
+    Console().print(f"built-in task in {out or task_dir()}: {counts}, mean clip {summary['mean_duration_s']:.1f} s")
 
 
 @data_app.command("convert")
@@ -149,10 +144,7 @@ def data_convert(
     if recipe not in converters:
         raise typer.BadParameter(f"recipe must be one of {sorted(converters)}, got {recipe!r}")
     given = {"limit": limit, "librispeech": librispeech}
-    try:
-        summary = converters[recipe](src, out, **{k: v for k, v in given.items() if v is not None})
-    except ValueError as err:
-        _fail(err)
+    summary = converters[recipe](src, out, **{k: v for k, v in given.items() if v is not None})
     Console().print_json(json.dumps(summary, default=str))
 
 
@@ -167,71 +159,114 @@ def sft(
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set lr=1e-4 (repeatable)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
-    """Supervised warm start: train on the references, report held-out BLEU before and after."""
+    """Supervised fine-tuning on the references; held-out BLEU before and after."""
+    from leafrl.builtin import prepare_task
     from leafrl.config import load_config
     from leafrl.sft import run_sft
 
-    try:
-        cfg = load_config(SFTConfig, config, set_, data=data, model=model, out=out, steps=steps)
-        run_sft(cfg, quiet=quiet)
-    except ValueError as err:
-        _fail(err)
+    console = Console(quiet=quiet)
+    cfg = load_config(SFTConfig, config, set_, data=data, model=model, out=out, steps=steps)
+    if cfg.data is None:
+        cfg = dataclasses.replace(cfg, data=str(prepare_task(console)))
+    run_sft(cfg, console=console, quiet=quiet)
 
 
 @app.command()
 def train(
     algo: str | None = typer.Option(None, help="leaf | grpo", show_default=_default(TrainConfig, "algo")),
-    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in SFT model"),
+    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in base model"),
     data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
     out: str | None = typer.Option(None, help="output directory", show_default=_default(TrainConfig, "out")),
     steps: int | None = typer.Option(None, help="RL steps", show_default=_default(TrainConfig, "steps")),
     config: Path | None = typer.Option(None, help="a YAML file of TrainConfig settings"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set optim.lr=1e-5 (repeatable)"),
     resume: Path | None = typer.Option(None, help="continue the run in this directory from its last checkpoint"),
+    examples: int = typer.Option(3, help="held-out examples shown before and after"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """LEAF (or GRPO) post-training with LoRA; held-out BLEU before and after.
 
-    Without --model (and --config) it trains the built-in SFT model on the built-in task, with the
-    settings of leafrl.config.BUILTIN_TRAIN over the paper's defaults.
+    Without --model (and --config) it trains the built-in base model on the built-in task, with the
+    settings of leafrl.builtin.BUILTIN_TRAIN over the paper's defaults.
     """
+    from leafrl import builtin
     from leafrl.config import load_config
     from leafrl.trainer import train as run_train
 
-    try:
-        if resume is not None:
-            saved = resume / "config.yaml"
-            if not saved.is_file():
-                raise ValueError(f"--resume {resume}: no config.yaml there")
-            cfg = load_config(TrainConfig, saved, set_)
-        else:
-            builtin = model is None and config is None and not any(item.startswith("model=") for item in set_)
-            cfg = load_config(TrainConfig, config, [*(BUILTIN_TRAIN if builtin else []), *set_], algo=algo,
-                              model=model, data=data, out=out, steps=steps)
-        summary = run_train(cfg, resume=resume is not None, quiet=quiet)
-    except (ValueError, MemoryError) as err:
-        _fail(err)
+    console = Console(quiet=quiet)
+    if resume is not None:
+        saved = resume / "config.yaml"
+        if not saved.is_file():
+            raise ValueError(f"--resume {resume}: no config.yaml there")
+        cfg = load_config(TrainConfig, saved, set_)
+    else:
+        cfg = load_config(TrainConfig, config, builtin.train_overrides(model, config, set_), algo=algo,
+                          model=model, data=data, out=out, steps=steps)
+        cfg = builtin.resolve(cfg, console)
+    summary = run_train(cfg, resume=resume is not None, quiet=quiet)
     if summary.get("valid_bleu_after") is not None:
-        Console().print(bleu_table(summary))
+        console.print(bleu_table(summary))
+        console.print(builtin.report(Path(cfg.out), cfg.data, examples))
+
+
+@app.command("build-base")
+def build_base(
+    out: Path | None = typer.Option(None, help="where to write the model", show_default="inside the package"),
+) -> None:
+    """Train the built-in base model (about 15 minutes on 2 cores): the built-in task's clips in the
+    mixed conventions of several sources (leafrl.data.base_corpus), then SFT of a fresh tiny SALLM.
+    The package ships its result; this is the command that made it."""
+    from leafrl.builtin import BASE_MODEL_DIR
+    from leafrl.builtin import build_base as build
+
+    info = build(out or BASE_MODEL_DIR)
+    Console().print(f"base model written to {out or BASE_MODEL_DIR} (held-out BLEU against the task's "
+                    f"references {info['sft']['valid_bleu_after']:.1f})")
 
 
 def bleu_table(summary: dict) -> Table:
-    """Held-out BLEU before vs after training, greedy and sampled."""
-    table = Table(title=f"held-out BLEU ({summary['valid_examples']} examples), {summary['steps']} "
+    """Held-out BLEU before vs after training, greedy and sampled, with paired bootstrap p-values."""
+    table = Table(title=f"held-out BLEU ({summary['valid_examples']} rows), {summary['steps']} "
                         f"{summary['algo']} steps")
-    for column in ("decoding", "before", "after", "change"):
+    for column in ("decoding", "before", "after", "change", "p"):
         table.add_column(column, justify="left" if column == "decoding" else "right")
     rows = [("greedy", "valid_bleu")]
     if "valid_bleu_sampled_after" in summary:
         rows.append(("sampled (mean of passes)", "valid_bleu_sampled"))
     for name, key in rows:
         before, after = summary[f"{key}_before"], summary[f"{key}_after"]
-        table.add_row(name, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
-    if "valid_bleu_p_value" in summary:
-        table.caption = (f"greedy change vs resampling the held-out set (paired bootstrap, 1000 samples): "
-                         f"p = {summary['valid_bleu_p_value']:.3f}")
+        p_value = summary.get(f"{key}_p_value")
+        table.add_row(name, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}",
+                      "" if p_value is None else f"{p_value:.3f}")
+    table.caption = "p: paired bootstrap over the held-out rows (1000 resamples): is the change more than chance?"
     return table
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The ``leafrl`` command (``argv``: its arguments, default ``sys.argv[1:]``). The library's own
+    errors (bad input, a missing tool or file, out of memory) print as one line that names the
+    cause and the fix, exit status 1; LEAFRL_TRACEBACK=1 shows the traceback instead."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # no "Loading weights" / "Writing model shards" bars or notices
+    hf_logging.disable_progress_bar()
+    try:
+        app(args=argv, prog_name="leafrl")
+    except Exception as err:
+        if os.environ.get("LEAFRL_TRACEBACK") or not _is_library_error(err):
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(1)
+
+
+def _is_library_error(err: Exception) -> bool:
+    """leafrl's own errors: ValueError and MemoryError as the library raises them (they name the
+    argument, row or file), espeak-ng's, and missing files."""
+    from leafrl.data.demo import EspeakError
+
+    return isinstance(err, ValueError | MemoryError | EspeakError | FileNotFoundError)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -39,9 +39,10 @@ class SFTConfig:
     from scratch on the built-in task; for a pretrained model use ``lora=true`` and a small lr."""
 
     data: str | None = None
-    """A manifest directory (train/valid.jsonl) or save_to_disk dataset; None: the built-in task."""
+    """A manifest directory (train/valid.jsonl) or save_to_disk dataset (required; ``leafrl sft``
+    without --data uses the built-in task)."""
     model: str | None = None
-    """A hub name or local HF directory; None: a fresh built-in tiny SALLM."""
+    """A hub name or local HF directory; None: a fresh tiny SALLM (``tiny``), trained from scratch."""
     tiny: TinySize = field(default_factory=TinySize)
     """Dimensions of the built-in tiny SALLM (used when model is None)."""
     out: str = "runs/sft"
@@ -125,8 +126,15 @@ class OptimSettings:
     beta2: float = 0.95
     weight_decay: float = 0.0  # paper: 0
     grad_clip: float = 1.0  # paper: 1.0
+    minibatch: int = 6  # paper: minibatch 6 sequences
+    """Sequences per optimizer step (per process): one rollout step's N rows make
+    ceil(N / minibatch) optimizer steps per epoch (paper: 48 / 6 = 8), in a seeded order; the first
+    is on-policy and later ones slightly off-policy, where the PPO clip binds."""
+    epochs: int = 1  # paper: 1 pass over a rollout step's sequences
+    """Passes over one rollout step's sequences."""
     micro_batch: int = 8
-    """Rows per forward pass; gradients accumulate over the step's rows (one optimizer step)."""
+    """Rows per forward pass inside a minibatch (memory only: gradients accumulate over them, so
+    the update is the same at any value)."""
 
 
 @dataclass
@@ -146,9 +154,11 @@ class TrainConfig:
     leaf: LeafConfig = field(default_factory=LeafConfig)
     grpo_std_floor: float = 1 / 3  # the authors' GRPO baseline
     model: str | None = None
-    """A hub name or local HF directory; None: the built-in SFT warm start (made if missing)."""
+    """A hub name or local HF directory (required by the trainer; ``leafrl train`` without
+    --model fills in the built-in base model, see ``leafrl.builtin``)."""
     data: str | None = None
-    """A manifest directory or save_to_disk dataset; None: the built-in task."""
+    """A manifest directory or save_to_disk dataset (required by the trainer; ``leafrl train``
+    without --data fills in the built-in task)."""
     out: str = "runs/train"
     steps: int = 200
     reward: str = "bleu"  # paper: cased sentence BLEU / 100
@@ -177,28 +187,15 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
         if self.eval_sampled_passes < 0:
             raise ValueError("TrainConfig.eval_sampled_passes must be >= 0")
+        for name in ("minibatch", "epochs", "micro_batch"):
+            if getattr(self.optim, name) < 1:
+                raise ValueError(f"TrainConfig.optim.{name} must be >= 1, got {getattr(self.optim, name)}")
         r = self.rollout
+        if r.temperature <= 0:
+            raise ValueError(f"TrainConfig.rollout.temperature must be > 0, got {r.temperature}")
         if r.rollout_budget < 1 or r.prompts_per_step < 1 or r.max_new_tokens < 1 or not 0 < r.top_p <= 1:
             raise ValueError("TrainConfig.rollout: need rollout_budget, prompts_per_step, max_new_tokens >= 1 "
                              "and 0 < top_p <= 1")
-
-
-BUILTIN_TRAIN = [
-    # What ``leafrl train`` changes from the paper's defaults when it trains the built-in 3M-parameter
-    # SALLM on the built-in task (no --model, no --config): LoRA at rank 64 and lr 5e-6 barely move a
-    # model of this size, and its responses end within 24 tokens. LoRA dropout is off: on a CPU its
-    # random masks took 0.45 s of a 1.25 s update (measured), and a model this small, trained for
-    # 120 steps, has little to fear from overfitting. Saved in config.yaml like any setting.
-    "steps=120",
-    "eval_every=40",
-    "save_every=40",
-    "lora_settings.rank=16",
-    "lora_settings.alpha=32",
-    "lora_settings.dropout=0",
-    "optim.lr=3e-4",
-    "optim.micro_batch=48",
-    "rollout.max_new_tokens=32",
-]
 
 
 def to_dict(cfg: Any) -> dict:

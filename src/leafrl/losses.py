@@ -22,6 +22,21 @@ from leafrl._validate import check_choice, check_same_device, check_tensor
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "dr_grpo")
 
 
+def loss_normalizer(mask: torch.Tensor, agg: str, max_tokens: int | None = None) -> float:
+    """The denominator of ``agg``'s final mean over the rows of ``mask`` [N, T] bool: the number of
+    sequences with tokens ("seq_mean_token_mean"), of real tokens ("token_mean"), or N * max_tokens
+    ("dr_grpo"); at least 1. Pass a whole batch's to each of its micro-batches' ``policy_loss``
+    calls and the accumulated gradient is the whole batch's."""
+    check_tensor("mask", mask, "bool", ndim=2)
+    check_choice("agg", agg, AGGREGATIONS)
+    if agg == "dr_grpo":
+        if max_tokens is None or max_tokens < 1:
+            raise ValueError(f"max_tokens: agg='dr_grpo' needs the generation budget >= 1, got {max_tokens}")
+        return float(len(mask) * max_tokens)
+    count = (mask.sum(1) > 0).sum() if agg == "seq_mean_token_mean" else mask.sum()
+    return float(count.clamp(min=1))
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -46,11 +61,11 @@ def policy_loss(
         ref_logprobs  [N, T] float or None; required when beta > 0
         -> loss: scalar; metrics: dict of detached scalars
 
-    normalizer: the denominator of the final mean, to make gradient accumulation over
-    micro-batches exact: the number of sequences with tokens ("seq_mean_token_mean"), of
-    real tokens ("token_mean"), or N * max_tokens ("dr_grpo") of the whole batch. By default
-    it is taken from this call's inputs. max_tokens (the generation budget) is required for
-    "dr_grpo". Sequences without tokens contribute nothing to any mode.
+    normalizer: the denominator of the final mean (``loss_normalizer`` of the whole batch, to
+    make gradient accumulation over micro-batches exact); by default this call's own.
+    max_tokens (the generation budget) is required for "dr_grpo". Sequences without tokens
+    contribute nothing to any mode. Metrics: clip fractions, the k3 KL to the reference, and
+    ``approx_kl``, the k3 estimate of KL(old || new), with the ratio's mean, min and max.
     """
     check_tensor("logprobs", logprobs, "float", ndim=2)
     n, t = logprobs.shape
@@ -70,8 +85,6 @@ def policy_loss(
         raise ValueError("ref_logprobs: required when beta > 0 (pass beta=0 to train without KL)")
     if ref_logprobs is not None:
         check_tensor("ref_logprobs", ref_logprobs, "float", shape=(n, t))
-    if agg == "dr_grpo" and (max_tokens is None or max_tokens < 1):
-        raise ValueError(f"max_tokens: agg='dr_grpo' needs the generation budget >= 1, got {max_tokens}")
     check_same_device(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
 
     adv = advantages[:, None].expand(n, t) if advantages.ndim == 1 else advantages
@@ -87,15 +100,12 @@ def policy_loss(
         per_token = per_token + beta * kl
 
     maskf = mask.to(per_token.dtype)
-    tokens_per_row = maskf.sum(1)  # [N]
     if agg == "seq_mean_token_mean":
-        per_row = (per_token * maskf).sum(1) / tokens_per_row.clamp(min=1)
-        total, default = per_row.sum(), (tokens_per_row > 0).sum()
-    elif agg == "token_mean":
-        total, default = (per_token * maskf).sum(), maskf.sum()
+        total = ((per_token * maskf).sum(1) / maskf.sum(1).clamp(min=1)).sum()
     else:
-        total, default = (per_token * maskf).sum(), per_token.new_tensor(float(n * max_tokens))
-    loss = total / (default.clamp(min=1) if normalizer is None else normalizer)
+        total = (per_token * maskf).sum()
+    own = loss_normalizer(mask, agg, max_tokens)  # also checks max_tokens for "dr_grpo"
+    loss = total / (own if normalizer is None else normalizer)
 
     with torch.no_grad():
         n_tok = maskf.sum().clamp(min=1)
@@ -107,6 +117,7 @@ def policy_loss(
             "clip_frac_low": low.sum() / n_tok,
             "clip_frac_high": high.sum() / n_tok,
             "kl": (kl * maskf).sum() / n_tok,
+            "approx_kl": ((ratio - 1 - (logprobs - old_logprobs)) * maskf).sum() / n_tok,
             "ratio_mean": (ratio * maskf).sum() / n_tok,
             "ratio_min": torch.where(any_token, ratio.masked_fill(~mask, big).amin(), 1.0),
             "ratio_max": torch.where(any_token, ratio.masked_fill(~mask, -big).amax(), 1.0),

@@ -36,19 +36,6 @@ from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
 
 
-def resolve_data(data: str | None, console: Console) -> Path:
-    """The data directory: the given one, or the built-in task (built once, then cached)."""
-    if data is not None:
-        return Path(data)
-    from leafrl.data.demo import build_demo, default_demo_dir
-
-    out = default_demo_dir()
-    if not (out / "train.jsonl").is_file():
-        console.print(f"building the built-in spoken task in {out} (once)")
-    build_demo(out)  # a no-op when a complete build with the same settings exists
-    return out
-
-
 def task_texts(examples: list[Any]) -> list[str]:
     """The text a tokenizer for these rows should know: prompts, references and, where rows
     carry one, the transcript of their audio (``meta["transcript"]``)."""
@@ -184,10 +171,12 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     started = time.time()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    out = Path(cfg.out)
+    if cfg.data is None:
+        raise ValueError("SFTConfig.data is not set: give a data directory (`leafrl sft` without --data uses the "
+                         "built-in task)")
+    out, data = Path(cfg.out), Path(cfg.data)
     (out / "summary.json").unlink(missing_ok=True)  # summary.json marks a finished run: not this one yet
     save_config(cfg, out / "config.yaml")
-    data = resolve_data(cfg.data, console)
     train = list(load_split(data, "train"))
     valid = list(load_split(data, "valid"))[: cfg.eval_examples]
     model, adapter = setup_model(cfg, train)

@@ -27,11 +27,11 @@ from rich.console import Console
 from leafrl._files import write_text_atomic
 from leafrl.advantages import grpo_advantages, leaf_advantages
 from leafrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from leafrl.config import SFTConfig, TrainConfig, save_config
+from leafrl.config import TrainConfig, save_config
 from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate, score_predictions
-from leafrl.eval.metrics import paired_bleu_test
-from leafrl.losses import policy_loss
+from leafrl.eval.metrics import paired_bootstrap
+from leafrl.losses import loss_normalizer, policy_loss
 from leafrl.models import (
     EMBEDDED_KEYS,
     attach_lora,
@@ -68,47 +68,14 @@ class Run:
 # ----------------------------------------------------------------------------------- setup
 
 
-def warm_start(cfg: TrainConfig, console: Console) -> str:
-    """The model to start from: the given one, or the built-in SFT model (trained if missing)."""
-    if cfg.model is not None:
-        return cfg.model
-    from leafrl.data.demo import default_demo_dir
-    from leafrl.sft import run_sft
-
-    sft_dir = default_demo_dir().parent / "sft"
-    sft_cfg = SFTConfig(data=cfg.data, out=str(sft_dir))
-    if not is_finished_sft(sft_dir, sft_cfg):
-        console.print(f"no SFT warm start with this build's settings yet: training the built-in tiny SALLM "
-                      f"into {sft_dir} (once)")
-        run_sft(sft_cfg, console=console)
-    return str(sft_dir / "model")
-
-
-def is_finished_sft(sft_dir: Path, sft_cfg: SFTConfig) -> bool:
-    """Whether ``sft_dir`` holds a finished ``leafrl sft`` run of exactly ``sft_cfg`` on a built-in
-    task of this build's format (an older cache, e.g. from before a change of defaults, is stale)."""
-    import yaml
-
-    from leafrl.config import to_dict
-    from leafrl.data.demo import FORMAT_VERSION
-
-    summary, config = sft_dir / "summary.json", sft_dir / "config.yaml"
-    if not (summary.is_file() and config.is_file()):
-        return False
-    data = Path(json.loads(summary.read_text())["data"])
-    demo = data / "summary.json"
-    same_task = sft_cfg.data is not None or (
-        demo.is_file() and json.loads(demo.read_text()).get("format_version") == FORMAT_VERSION)
-    # the saved settings as written, so a cache from a build with other fields is stale, not an error
-    return same_task and yaml.safe_load(config.read_text()) == to_dict(sft_cfg)
-
-
 def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
     """Data, warm start, LoRA, optimizer (and a checkpoint to resume), placed by accelerate."""
     from accelerate import Accelerator
 
-    from leafrl.sft import resolve_data
-
+    for name in ("model", "data"):
+        if getattr(cfg, name) is None:
+            raise ValueError(f"TrainConfig.{name} is not set: give a {name} (`leafrl train` without one uses the "
+                             "built-in, see leafrl.builtin)")
     # without an accelerator, cpu=True lets several processes (torchrun) meet over gloo
     accelerator = Accelerator(cpu=not torch.accelerator.is_available())
     distributed = accelerator.distributed_type.value
@@ -119,9 +86,7 @@ def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
                          "parallel (distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole model on "
                          "every process")
     out = Path(cfg.out)
-    with accelerator.main_process_first():  # the first process builds what is missing
-        data = resolve_data(cfg.data, console)
-        model, adapter = load_speech_lm(warm_start(cfg, console))
+    model, adapter = load_speech_lm(cfg.model)
     s = cfg.lora_settings
     torch.manual_seed(cfg.seed)  # the LoRA initialization
     model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
@@ -137,8 +102,8 @@ def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
         raise ValueError(f"--resume {out}: no checkpoint there")
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
-    train = list(load_split(data, "train"))
-    valid = list(load_split(data, "valid"))[: cfg.eval_examples]
+    train = list(load_split(cfg.data, "train"))
+    valid = list(load_split(cfg.data, "valid"))[: cfg.eval_examples]
     if len(valid) < accelerator.num_processes:
         raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
                          "evaluates a share, so give at least one row per process (eval_examples, valid split)")
@@ -196,73 +161,112 @@ def advantages(cfg: TrainConfig, completions: Completions, rewards: torch.Tensor
     return adv, stats.as_dict()
 
 
-def micro_batches(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """``rows`` (indices [n]) in consecutive chunks of ``size``: one forward pass each."""
+    return list(rows.split(size))
 
 
-def micro_batch(prompts: dict, completions: Completions, rows: slice, k: int,
+def micro_batch(prompts: dict, completions: Completions, rows: torch.Tensor, k: int,
                 ) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The rows' prompts (each once, cut to the columns they use), the prompt of each row, and
-    the rows' ids and mask (cut to the columns they use). Row i continues prompt i // k."""
-    of_row = torch.arange(len(completions.ids), device=completions.ids.device)[rows] // k
-    first = int(of_row[0])
-    mine = slice_rows(prompts, slice(first, int(of_row[-1]) + 1), EMBEDDED_KEYS)
+    """The prompts that ``rows`` (indices [n]) continue, each once and cut to the columns they use;
+    the prompt of each row; the rows' ids and mask, cut to the columns they use. Row i continues
+    prompt i // k."""
+    prompt_ids, of_row = torch.unique(rows // k, return_inverse=True)
+    mine = slice_rows(prompts, prompt_ids, EMBEDDED_KEYS)
     mine, ids, mask = trim_padding(mine, completions.ids[rows], completions.mask[rows])
-    return mine, of_row - first, ids, mask
+    return mine, of_row, ids, mask
 
 
 @torch.no_grad()
+def logprobs_of(run: Run, inputs: dict, completions: Completions) -> torch.Tensor:
+    """Log-probs [N, T] of the sampled completions under ``run.policy`` as it is now (no grad),
+    at the sampling temperature."""
+    out = torch.zeros(completions.ids.shape, device=completions.ids.device)
+    every = torch.arange(len(completions.ids), device=completions.ids.device)
+    for rows in micro_batches(every, run.cfg.optim.micro_batch):
+        prompt, of_row, ids, mask = micro_batch(inputs, completions, rows, run.cfg.rollout.rollout_budget)
+        out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.adapter.keeps_logits,
+                                                        of_row, run.cfg.rollout.temperature)
+    return out
+
+
 def reference_logprobs(run: Run, inputs: dict, completions: Completions) -> torch.Tensor | None:
     """Log-probs [N, T] under the frozen base policy: the same model, LoRA disabled."""
     if run.cfg.loss.beta == 0:
         return None
-    out = torch.zeros(completions.ids.shape, device=completions.ids.device)
     with run.policy.disable_adapter():
-        for rows in micro_batches(len(completions.ids), run.cfg.optim.micro_batch):
-            prompt, of_row, ids, mask = micro_batch(inputs, completions, rows, run.cfg.rollout.rollout_budget)
-            out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.adapter.keeps_logits,
-                                                            of_row)
-    return out
+        return logprobs_of(run, inputs, completions)
+
+
+def minibatch_order(n_rows: int, size: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    """The rows [n] of each optimizer step: per epoch, a permutation seeded by ``seed`` cut into
+    minibatches of ``size``. When one minibatch takes all rows, they keep their order."""
+    if size >= n_rows and epochs == 1:
+        return [torch.arange(n_rows)]
+    generator = torch.Generator().manual_seed(seed)
+    return [part for _ in range(epochs) for part in torch.randperm(n_rows, generator=generator).split(size)]
+
+
+def minibatch_step(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor, ref: torch.Tensor | None,
+                   old: torch.Tensor | None, rows: torch.Tensor) -> dict:
+    """Loss and gradient of one minibatch ``rows`` [n], accumulated over micro-batches (no
+    optimizer step); its metrics, token-weighted over the micro-batches. ``old`` [N, T]: the old
+    policy's log-probs, or None when the update is on-policy (the forward's own, detached)."""
+    cfg, k = run.cfg, run.cfg.rollout.rollout_budget
+    mask = completions.mask[rows]
+    normalizer = loss_normalizer(mask, cfg.loss.agg, cfg.rollout.max_new_tokens)
+    tokens = max(float(mask.sum()), 1.0)
+    totals: dict[str, float] = {"ratio_min": float("inf"), "ratio_max": float("-inf")}
+    parts = micro_batches(rows, cfg.optim.micro_batch)
+    for i, part_rows in enumerate(parts):
+        # gradients are all-reduced across processes once, on the minibatch's last micro-batch
+        sync = nullcontext() if i == len(parts) - 1 else run.accelerator.no_sync(run.model)
+        with sync:
+            prompt, of_row, ids, part = micro_batch(inputs, completions, part_rows, k)
+            width = ids.shape[1]
+            logp = completion_logprobs(run.model, prompt, ids, part, run.adapter.keeps_logits, of_row,
+                                       cfg.rollout.temperature)
+            loss, metrics = policy_loss(
+                logp, logp.detach() if old is None else old[part_rows, :width],
+                adv[part_rows] if adv.dim() == 1 else adv[part_rows, :width], part,
+                None if ref is None else ref[part_rows, :width], clip_low=cfg.loss.clip_low,
+                clip_high=cfg.loss.clip_high, beta=cfg.loss.beta, agg=cfg.loss.agg,
+                max_tokens=cfg.rollout.max_new_tokens, normalizer=normalizer)
+            run.accelerator.backward(loss)
+        weight = float(part.sum()) / tokens
+        totals["loss"] = totals.get("loss", 0.0) + loss.item()
+        for key in ("kl", "approx_kl", "clip_frac", "ratio_mean"):
+            totals[key] = totals.get(key, 0.0) + weight * metrics[key].item()
+        totals["ratio_min"] = min(totals["ratio_min"], metrics["ratio_min"].item())
+        totals["ratio_max"] = max(totals["ratio_max"], metrics["ratio_max"].item())
+    return totals
 
 
 def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
            ref: torch.Tensor | None, step: int) -> dict:
-    """One optimizer step over all rows, accumulated over micro-batches. The update is exactly
-    on-policy, so each micro-batch's own detached log-probs serve as the old policy's."""
-    cfg, mask = run.cfg, completions.mask
-    n_rows = len(mask)
-    normalizer = {"seq_mean_token_mean": float((mask.sum(1) > 0).sum().clamp(min=1)),
-                  "token_mean": float(mask.sum().clamp(min=1)),
-                  "dr_grpo": float(n_rows * cfg.rollout.max_new_tokens)}[cfg.loss.agg]
-    for group in run.optimizer.param_groups:
-        group["lr"] = warmup_cosine(step, cfg.steps, cfg.optim.lr, cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
-    run.model.train()
-    totals: dict[str, float] = {}
-    batches = micro_batches(n_rows, cfg.optim.micro_batch)
-    for i, rows in enumerate(batches):
-        # gradients are all-reduced across processes once, on the last micro-batch
-        sync = nullcontext() if i == len(batches) - 1 else run.accelerator.no_sync(run.model)
-        with sync:
-            prompt, of_row, ids, part = micro_batch(inputs, completions, rows, cfg.rollout.rollout_budget)
-            width = ids.shape[1]
-            logp = completion_logprobs(run.model, prompt, ids, part, run.adapter.keeps_logits, of_row)
-            part_adv = adv[rows] if adv.dim() == 1 else adv[rows, :width]
-            loss, metrics = policy_loss(logp, logp.detach(), part_adv, part,
-                                        None if ref is None else ref[rows, :width], clip_low=cfg.loss.clip_low,
-                                        clip_high=cfg.loss.clip_high, beta=cfg.loss.beta, agg=cfg.loss.agg,
-                                        max_tokens=cfg.rollout.max_new_tokens, normalizer=normalizer)
-            run.accelerator.backward(loss)
-        weight = float(mask[rows].sum()) / max(float(mask.sum()), 1.0)  # token-weighted metric means
-        totals["loss"] = totals.get("loss", 0.0) + loss.item()
-        for key in ("kl", "clip_frac"):
-            totals[key] = totals.get(key, 0.0) + weight * metrics[key].item()
+    """The authors' schedule: ``optim.epochs`` passes over the step's N rows in minibatches of
+    ``optim.minibatch``, one optimizer step each. With more than one, the old policy's log-probs
+    come from one no-grad pass before the first; with one, the update is exactly on-policy and
+    its own detached log-probs serve. Metrics are means over the optimizer steps."""
+    cfg = run.cfg
+    order = minibatch_order(len(completions.ids), cfg.optim.minibatch, cfg.optim.epochs,
+                            cfg.seed * 1_000_003 + step)
+    old = None if len(order) == 1 else logprobs_of(run, inputs, completions)
     params = [p for p in run.model.parameters() if p.requires_grad]
-    totals["grad_norm"] = float(run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip))
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
+    run.model.train()
+    steps = []
+    for j, rows in enumerate(order):
+        for group in run.optimizer.param_groups:  # the schedule counts optimizer steps
+            group["lr"] = warmup_cosine(step * len(order) + j, cfg.steps * len(order), cfg.optim.lr,
+                                        cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
+        metrics = minibatch_step(run, inputs, completions, adv, ref, old, rows.to(completions.ids.device))
+        metrics["grad_norm"] = float(run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip))
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        steps.append(metrics)
     run.model.eval()
-    totals["lr"] = run.optimizer.param_groups[0]["lr"]
-    return totals
+    return {**{key: sum(m[key] for m in steps) / len(steps) for key in steps[0]},
+            "lr": run.optimizer.param_groups[0]["lr"], "optimizer_steps": len(steps)}
 
 
 def train_step(run: Run, step: int) -> dict:
@@ -310,11 +314,11 @@ def mean_over_processes(accelerator: Any, row: dict) -> dict:
 # ------------------------------------------------------------------------------ the loop
 
 
-def held_out(run: Run) -> tuple[dict, list[str]]:
+def held_out(run: Run) -> tuple[dict, dict[str, list]]:
     """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of
-    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9: the paper's); and the greedy
-    predictions in row order. Every process decodes its share of the held-out rows (rows
-    rank, rank + processes, ...); the predictions are gathered and scored whole."""
+    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9: the paper's); and the predictions
+    in row order, {"greedy": [texts], "sampled": [[texts] per pass]}. Every process decodes its
+    share of the held-out rows (rows rank, rank + processes, ...); they are gathered and scored whole."""
     acc = run.accelerator
     rows = list(range(acc.process_index, len(run.valid), acc.num_processes))
     result = evaluate(run.policy, run.adapter, [run.valid[i] for i in rows],
@@ -330,12 +334,23 @@ def held_out(run: Run) -> tuple[dict, list[str]]:
 
     references = [ex.reference for ex in run.valid]
     greedy = score_predictions(in_row_order(result.greedy.predictions), references)
+    sampled = [score_predictions(in_row_order(r.predictions), references) for r in result.sampled]
     row = {"valid_bleu": greedy.bleu}
-    if result.sampled:
-        passes = torch.tensor([score_predictions(in_row_order(r.predictions), references).bleu for r in result.sampled])
+    if sampled:
+        passes = torch.tensor([r.bleu for r in sampled])
         row["valid_bleu_sampled"] = float(passes.mean())
         row["valid_bleu_sampled_std"] = float(passes.std()) if len(passes) > 1 else 0.0
-    return row, greedy.predictions
+    return row, {"greedy": greedy.predictions, "sampled": [r.predictions for r in sampled]}
+
+
+def significance(before: dict[str, list], after: dict[str, list], references: list[str]) -> dict:
+    """Paired bootstrap p-values (rows resampled, 1000 times) of the greedy change and of the
+    change of the sampled passes' mean: is it more than the choice of held-out rows explains?"""
+    out = {"valid_bleu_p_value": paired_bootstrap([before["greedy"]], [after["greedy"]], references)["p_value"]}
+    if before["sampled"] and after["sampled"]:
+        out["valid_bleu_sampled_p_value"] = paired_bootstrap(before["sampled"], after["sampled"],
+                                                             references)["p_value"]
+    return out
 
 
 def memory_hint(cfg: TrainConfig, step: int, out: Path) -> str:
@@ -403,14 +418,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     after, predictions = held_out(run)
     if not main:
         return {}
+    write_text_atomic(run.out / "after.json", json.dumps({"metrics": after, "predictions": predictions}))
     before = json.loads((run.out / "before.json").read_text())
     MetricsLogger(run.out, append=True, tensorboard=False).log(step, after)
-    # is the greedy change more than the choice of held-out examples explains? (paired bootstrap)
-    test = paired_bleu_test(before["predictions"], predictions, [ex.reference for ex in run.valid])
     summary = {"algo": cfg.algo, "steps": step, "processes": run.accelerator.num_processes,
                "valid_examples": len(run.valid), "wall_seconds": time.time() - started,
                **{f"{key}_before": value for key, value in before["metrics"].items()},
                **{f"{key}_after": value for key, value in after.items()},
-               "valid_bleu_p_value": test["p_value"]}
+               **significance(before["predictions"], predictions, [ex.reference for ex in run.valid])}
     write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -3,7 +3,7 @@
 ``build_demo(out_dir)`` writes ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` (one JSON object
 per line), ``audio/<split>/<id>.flac`` (mono, ``sampling_rate`` Hz) and ``summary.json``.
 A row is ``{"id", "audio" (relative to out_dir), "prompt", "reference", "task", "transcript",
-["question",] "voice", "speed", "pitch", "held_out_pair", "held_out_voice", "duration"}``:
+["question", "answer",] "voice", "speed", "pitch", "held_out_pair", "held_out_voice", "duration"}``:
 
   - task "ast": speech translation; the transcript is an English sentence from
     :mod:`leafrl.data.grammar` and the reference its rule-built German translation;
@@ -38,7 +38,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -57,7 +56,7 @@ from leafrl._files import write_text_atomic
 from leafrl.audio.io import resample, write_audio
 from leafrl.data import grammar
 
-FORMAT_VERSION = 3  # 2: mostly one-clause sentences, scenes of two or three things; 3: 8 train voices, <= 7.5 s
+FORMAT_VERSION = 4  # 4: sqa rows carry the bare "answer" (the built-in base corpus uses it)
 SPLITS = ("train", "valid", "test")
 DRAW_ORDER = ("valid", "test", "train")  # evaluation splits first: independent of n_train
 SQA_FRACTION = 0.5
@@ -90,17 +89,6 @@ INSTALL_HINT = ("install it with `apt-get install espeak-ng` (Debian/Ubuntu) or 
 
 class EspeakError(RuntimeError):
     """espeak-ng is missing, lacks a voice, or failed on an utterance (the message says which)."""
-
-
-def default_demo_dir() -> Path:
-    """``$LEAFRL_CACHE/demo``, else ``$XDG_CACHE_HOME/leafrl/demo``, else ``~/.cache/leafrl/demo``."""
-    if os.environ.get("LEAFRL_CACHE"):
-        base = Path(os.environ["LEAFRL_CACHE"])
-    elif os.environ.get("XDG_CACHE_HOME"):
-        base = Path(os.environ["XDG_CACHE_HOME"]) / "leafrl"
-    else:
-        base = Path.home() / ".cache" / "leafrl"
-    return base.expanduser() / "demo"
 
 
 # ---- espeak-ng --------------------------------------------------------------------------------
@@ -179,7 +167,7 @@ def draw_rows(split: str, n: int, seed: int, seen: set[str]) -> list[dict]:
                "reference": utterance.reference, "task": utterance.task,
                "transcript": utterance.transcript}
         if utterance.question is not None:
-            row["question"] = utterance.question
+            row |= {"question": utterance.question, "answer": utterance.answer}
         row |= {"voice": rng.choice(HELD_OUT_VOICES if held_voice else TRAIN_VOICES),
                 "speed": rng.randint(*SPEED_WPM), "pitch": rng.randint(*PITCH),
                 "held_out_pair": bool(utterance.pairs & HELD_OUT_PAIRS), "held_out_voice": held_voice}

@@ -256,6 +256,7 @@ class Utterance:
     reference: str
     pairs: frozenset[tuple[str, str]]  # (color, noun) pairs in the transcript or the question
     question: str | None = None  # sqa only
+    answer: str | None = None  # sqa only: the bare answer ("Three.", "Blue.", "No.")
 
 
 def _weighted(rng: random.Random, weights: dict):
@@ -373,6 +374,23 @@ def ask(scene: Scene, kind: str, noun: str, color: str = "") -> tuple[str, str]:
     raise ValueError(f"question kind must be one of {QUESTION_KINDS}, got {kind!r}")
 
 
+def short_answer(scene: Scene, kind: str, noun: str, color: str = "") -> str:
+    """The bare answer to ``ask(scene, kind, noun, color)``'s question: "Three.", "Blue.", "No.",
+    "The car." (the reference says the same in a short sentence)."""
+    count, actual = next(((k, c) for k, c, n_ in scene.items if n_ == noun), (0, ""))
+    if kind == "count":
+        return (COUNT_WORDS[count - 1].capitalize() if count else "None") + "."
+    if kind == "color":
+        return actual.capitalize() + "."
+    if kind in ("exists", "exists_color"):
+        asked = color if kind == "exists_color" else ""
+        return "No." if count == 0 or (asked and asked != actual) else "Yes."
+    if kind == "which":
+        match = [NOUNS[n_].en if k == 1 else NOUNS[n_].en_plural for k, c, n_ in scene.items if c == color]
+        return f"The {match[0]}." if match else "Nothing."
+    raise ValueError(f"question kind must be one of {QUESTION_KINDS}, got {kind!r}")
+
+
 def sample_scene(rng: random.Random) -> Scene:
     """Two (2 in 3) or three distinct nouns with distinct colors and counts 1-6: scenes small
     enough for the built-in tiny model to find things in."""
@@ -401,4 +419,4 @@ def sample_sqa(rng: random.Random) -> Utterance:
     if kind == "exists_color":
         pairs |= {(color, noun)}
     return Utterance("sqa", describe(scene), f"{SQA_PROMPT} Question: {question}", reference,
-                     pairs, question)
+                     pairs, question, short_answer(scene, kind, noun, color))

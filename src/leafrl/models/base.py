@@ -248,7 +248,7 @@ def prefill_prompts(model: Any, prompts: dict[str, torch.Tensor], prompt_of_row:
 
 def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor,
                         completion_mask: torch.Tensor, keeps_logits: bool,
-                        prompt_of_row: torch.Tensor | None = None) -> torch.Tensor:
+                        prompt_of_row: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Log-probabilities of given completions under ``model`` -> [N, T] float32 (0 on padding).
 
     Shapes: inputs: G left-padded prompts, as an adapter's ``encode`` makes them
@@ -259,7 +259,10 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
     Each prompt runs once however many rows continue it (``prefill_prompts``); then the rows
     run their last prompt token and completion. Positions follow ``generate``'s convention, so
     on-policy ratios are exactly 1. keeps_logits: the model takes ``logits_to_keep``.
+    temperature: log-probs of softmax(logits / temperature), the distribution sampled from.
     """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     g = inputs["attention_mask"].shape[0]
     n, t = completion_ids.shape
     if prompt_of_row is None:
@@ -284,5 +287,7 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
         tail = {"input_ids": torch.cat([inputs["input_ids"][prompt_of_row, -1:], completion_ids[:, :-1]], 1)}
     out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True)
     logits = out.logits.float()  # [N, T, V]: tail position j predicts completion token j
+    if temperature != 1.0:
+        logits = logits / temperature
     picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
     return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)
