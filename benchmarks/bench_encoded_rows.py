@@ -4,23 +4,20 @@ collating rows kept from an earlier epoch (``leafrl.rollout.batch.EncodedRows``,
 
     python benchmarks/bench_encoded_rows.py [--model DIR] [--rows 640] [--batch 32]
 
-Without --model, a fresh built-in tiny SALLM's adapter is used (the encoding does not depend
-on the weights). The rows are the built-in task's training rows (built once if missing).
+Without --model, the built-in base model's adapter (the encoding does not depend on the
+weights). The rows are the built-in task's training rows (built once if missing).
 Prints milliseconds per batch for both and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from bench_step import fresh_tiny_model  # this folder: run as python benchmarks/...
-from leafrl.builtin import prepare_task
+from leafrl.builtin import base_model, prepare_task
 from leafrl.data import load_split
 from leafrl.models import load_speech_lm
 from leafrl.rollout.batch import EncodedRows, encode_examples
@@ -28,14 +25,13 @@ from leafrl.rollout.batch import EncodedRows, encode_examples
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="HF directory (default: a fresh built-in tiny SALLM)")
+    parser.add_argument("--model", help="HF directory (default: the built-in base model)")
     parser.add_argument("--rows", type=int, default=640)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
     train = list(load_split(prepare_task(Console(quiet=True)), "train"))[: args.rows]
-    with tempfile.TemporaryDirectory() as tmp:
-        _, adapter = load_speech_lm(args.model or fresh_tiny_model(Path(tmp), None))
+    _, adapter = load_speech_lm(args.model or base_model())
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randperm(len(train), generator=generator)[: args.batch].tolist() for _ in range(args.batches)]
     kept = EncodedRows(adapter, train)

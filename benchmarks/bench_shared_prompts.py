@@ -4,9 +4,9 @@ samples share its cache, against the same calls on the prompt rows repeated K ti
 
     python benchmarks/bench_shared_prompts.py [--model DIR] [--repeats 5]
 
-Without --model, a fresh built-in tiny SALLM is built (random weights: responses run to the
-token limit). The prompts are the built-in task's (built once if missing), embedded as the
-trainer embeds them; 6 prompts x 8 samples, 32 new tokens (``leafrl train``'s built-in setting).
+Without --model, the built-in base model. The prompts are the built-in task's (built once if
+missing), embedded as the trainer embeds them; 6 prompts x 8 samples, 32 new tokens
+(``leafrl train``'s built-in setting).
 Prints seconds per call, the median of --repeats after a warm-up, and the ratio.
 """
 
@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from bench_step import fresh_tiny_model  # this folder: run as python benchmarks/...
-from leafrl.builtin import prepare_task
+from leafrl.builtin import base_model, prepare_task
 from leafrl.data import load_split
 from leafrl.models import EMBEDDED_KEYS, attach_lora, completion_logprobs, embed_prompts, load_speech_lm, slice_rows
 from leafrl.rollout.batch import encode_examples
@@ -41,14 +38,13 @@ def median_seconds(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="HF directory (default: a fresh built-in tiny SALLM)")
+    parser.add_argument("--model", help="HF directory (default: the built-in base model)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--k", type=int, default=8)
     args = parser.parse_args()
     train = list(load_split(prepare_task(Console(quiet=True)), "train"))[: args.prompts]
-    with tempfile.TemporaryDirectory() as tmp:
-        model, adapter = load_speech_lm(args.model or fresh_tiny_model(Path(tmp), None))
+    model, adapter = load_speech_lm(args.model or base_model())
     torch.manual_seed(0)
     model = attach_lora(model, rank=16, alpha=32, dropout=0.0)
     model.eval()

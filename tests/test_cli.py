@@ -112,7 +112,7 @@ def test_train_ends_with_a_before_after_table():
     assert "0.004" in text and "paired bootstrap" in text
 
 
-@pytest.mark.parametrize("args, builtin", [([], True), (["--model", "some/model"], False),
+@pytest.mark.parametrize("args, builtin", [([], True), (["--steps", "7"], True), (["--model", "some/model"], False),
                                            (["--set", "model=some/model"], False)])
 def test_train_uses_the_builtin_settings_only_for_the_builtin_model(monkeypatch, tmp_path, args, builtin):
     import leafrl.builtin
@@ -130,6 +130,32 @@ def test_train_uses_the_builtin_settings_only_for_the_builtin_model(monkeypatch,
     assert cfg.optim.lr == 1e-3  # the user's --set wins over the built-in settings
     expected = apply_overrides(TrainConfig(), [*BUILTIN_TRAIN, "optim.lr=1e-3"]) if builtin else TrainConfig()
     assert cfg.rollout.max_new_tokens == expected.rollout.max_new_tokens
-    assert cfg.lora_settings.rank == expected.lora_settings.rank and cfg.steps == expected.steps
+    assert cfg.lora_settings.rank == expected.lora_settings.rank
+    assert cfg.steps == (7 if "--steps" in args else expected.steps)  # an option wins over the built-in settings
     assert cfg.data == str(tmp_path / "task")  # the built-in task, as an explicit path
-    assert cfg.model == ("the/base" if not args else "some/model")
+    assert cfg.model == ("some/model" if "model" in " ".join(args) else "the/base")
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng")
+def test_train_on_the_builtin_base_model_ends_with_the_table_and_examples(tmp_path, capfd):
+    """The main command, shortened: the shipped base model on a small built-in task. It ends with
+    the before/after table, held-out examples and the conventions table; the terminal shows no
+    transformers progress bars or FutureWarnings."""
+    from rich.console import Console
+
+    from leafrl.builtin import prepare_task
+    from leafrl.cli import main
+
+    data = prepare_task(Console(quiet=True), tmp_path / "task", n_train=12, n_valid=6, n_test=0)
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2",
+              "--set", "eval_examples=6", "--set", "rollout.prompts_per_step=2", "--set", "eval_sampled_passes=2"])
+    assert exited.value.code == 0
+    out, err = capfd.readouterr()
+    text = out + err
+    assert "held-out BLEU (6 rows), 2 leaf steps" in text and "sampled (mean of passes)" in text
+    assert "held-out examples" in text and "valid-00000" in text and "how the greedy answers are written" in text
+    for noise in ("Loading weights", "Writing model shards", "FutureWarning", "Traceback"):
+        assert noise not in text
+    summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
+    assert {"valid_bleu_p_value", "valid_bleu_sampled_p_value"} <= set(summary)

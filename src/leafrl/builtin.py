@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +81,11 @@ def base_model(path: Path = BASE_MODEL_DIR) -> str:
     return str(path)
 
 
-def train_overrides(model: str | None, config: Path | None, overrides: list[str]) -> list[str]:
-    """The ``--set`` list of a ``leafrl train`` call: ``BUILTIN_TRAIN`` first when it trains the
-    built-in model (no --model, no --config, no model= override)."""
+def train_presets(model: str | None, config: Path | None, overrides: list[str]) -> list[str]:
+    """The settings a ``leafrl train`` call starts from, below its options and ``--set``s:
+    ``BUILTIN_TRAIN`` when it trains the built-in model (no --model, --config or model= override)."""
     builtin = model is None and config is None and not any(item.startswith("model=") for item in overrides)
-    return [*(BUILTIN_TRAIN if builtin else []), *overrides]
+    return list(BUILTIN_TRAIN) if builtin else []
 
 
 def resolve(cfg: Any, console: Console) -> Any:
@@ -101,8 +102,6 @@ def resolve(cfg: Any, console: Console) -> Any:
 def report(run_dir: Path, data: str, examples: int) -> Group:
     """What a finished run did to the held-out rows: the first ``examples`` rows' greedy answers
     before and after, and, on the built-in task, how often the answers follow its conventions."""
-    from rich.console import Group
-
     from leafrl.data import load_split
     from leafrl.data.base_corpus import convention_of
     from leafrl.viz.runs import examples_table, shares_table
@@ -115,12 +114,14 @@ def report(run_dir: Path, data: str, examples: int) -> Group:
                             after[:examples])]
     if all(ex.task in ("ast", "sqa") and "transcript" in ex.meta for ex in rows):
         def shares(predictions: list[str]) -> dict[str, float]:
-            kinds = [f"{ex.task}: {convention_of(text, ex.task, ex.reference, ex.meta['transcript'])}"
+            """Share of each task's rows answered in each convention."""
+            kinds = [(ex.task, convention_of(text, ex.task, ex.reference, ex.meta["transcript"]))
                      for ex, text in zip(rows, predictions)]
-            return {kind: kinds.count(kind) / len(kinds) for kind in set(kinds)}
+            per_task = Counter(task for task, _ in kinds)
+            return {f"{task}: {kind}": n / per_task[task] for (task, kind), n in Counter(kinds).items()}
 
-        parts.append(shares_table(shares(before), shares(after), "conventions of the greedy answers (\"task\": "
-                                  "the built-in task's own)"))
+        parts.append(shares_table(shares(before), shares(after), "how the greedy answers are written (share of "
+                                  "each task's rows; \"task\": the built-in task's own convention)"))
     return Group(*parts)
 
 
@@ -168,7 +169,9 @@ def build_base(out: Path, *, work: Path | None = None, task_sizes: dict[str, int
     shutil.rmtree(staging, ignore_errors=True)
     adapter.save(model.to(torch.float16), str(staging))
     set_stored_dtype(staging, "float32")
-    info = {"task_format_version": FORMAT_VERSION, "sft": summary, "command": "leafrl build-base"}
+    recorded = ("steps", "train_examples", "valid_examples", "valid_bleu_after", "wall_seconds")
+    info = {"task_format_version": FORMAT_VERSION, "command": "leafrl build-base",
+            "sft": {key: summary[key] for key in recorded}}
     write_text_atomic(staging / "leafrl_base.json", json.dumps(info, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staging, out)

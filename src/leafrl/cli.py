@@ -200,7 +200,7 @@ def train(
             raise ValueError(f"--resume {resume}: no config.yaml there")
         cfg = load_config(TrainConfig, saved, set_)
     else:
-        cfg = load_config(TrainConfig, config, builtin.train_overrides(model, config, set_), algo=algo,
+        cfg = load_config(TrainConfig, config, set_, presets=builtin.train_presets(model, config, set_), algo=algo,
                           model=model, data=data, out=out, steps=steps)
         cfg = builtin.resolve(cfg, console)
     summary = run_train(cfg, resume=resume is not None, quiet=quiet)

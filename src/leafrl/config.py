@@ -55,26 +55,20 @@ class SFTConfig:
     shaped like text, which it then learns to read much sooner. Needs an adapter with
     ``audio_frames`` (the built-in model's family); set 0 for a pretrained model."""
     align_batch_size: int = 4
-    """Clips per alignment step. The encoder learns to hear from the number of updates more than
-    from the clips in each (the cost per clip is about the same at any batch size): in the same
-    5 minutes, greedy CTC reached a held-out word error rate of 0.27 at 4 clips a step, 0.34 at 8
-    and 0.54 at 32 (the built-in task's first version with 35 voices, 20 ms frames)."""
+    """Clips per alignment step: the encoder learns to hear from the number of updates more than
+    from the clips in each, so small batches (see docs/results.md)."""
     steps: int = 800
     """Optimizer steps of SFT (after alignment)."""
     batch_size: int = 32
     length_buckets: int = 1
     """SFT batches drawn together and regrouped by length (audio seconds, then text), so each
-    batch pads less; 1: plain shuffled batches. On the built-in task 16 made a step 25% faster
-    (0.54 s against 0.72) but the default 800 steps then reached held-out BLEU 54.8 in 704 s,
-    against 59.1 in 801 s unbucketed: batches of alike rows taught less per step. Alignment pads
-    every clip to the feature window anyway and is not bucketed."""
+    batch pads less; 1: plain shuffled batches. Faster steps, but batches of alike rows teach less
+    per step (docs/results.md). Alignment pads every clip to the feature window and is not bucketed."""
     cache_inputs: bool = True
-    """Keep each training row's encoded inputs after its first use instead of reading and
-    encoding its audio again in every epoch (a batch is the same either way). On the built-in task
-    a batch of 32 kept rows took 1 ms against 110 ms to encode (benchmarks/bench_encoded_rows.py),
-    of a 0.75 s SFT step, for about 66 KB a row (330 MB for its 5,000 rows); with a 30 s Whisper
-    window a row takes about 1.5 MB, so turn it off for large datasets. Needs a family whose rows
-    encode alone (``rows_encode_alone`` of its adapter)."""
+    """Keep each training row's encoded inputs after its first use instead of reading and encoding
+    its audio again every epoch (a batch is the same either way). Costs memory: about 66 KB a row
+    for the tiny SALLM's 8 s window, about 1.5 MB with a 30 s Whisper window, so turn it off for
+    large datasets. Needs a family whose rows encode alone (its adapter's ``rows_encode_alone``)."""
     lr: float = 2e-3
     warmup_frac: float = 0.05
     min_lr_ratio: float = 0.1
@@ -257,10 +251,11 @@ def apply_overrides(cfg: C, overrides: list[str]) -> C:
     return from_dict(type(cfg), data)
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
-                **given: Any) -> C:
-    """Defaults, then a YAML file, then ``given`` keyword values (CLI options), then overrides."""
-    data = to_dict(cls())
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None, *,
+                presets: list[str] | None = None, **given: Any) -> C:
+    """Defaults, then ``presets`` (``--set``-style settings such as ``leafrl.builtin.BUILTIN_TRAIN``),
+    then a YAML file, then ``given`` keyword values (CLI options), then ``overrides`` (``--set``)."""
+    data = to_dict(apply_overrides(cls(), presets or []))
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):

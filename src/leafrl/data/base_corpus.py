@@ -2,9 +2,10 @@
 answered as one of several *sources* would answer it.
 
 A general speech LLM learns from many sources whose conventions disagree, so it does the target
-task in the target data's style only some of the time (the paper's situation: Granite Speech had
-never seen LibriSQA, and with most prompts it transcribed CoVoST2's English instead of translating
-it). The base corpus reproduces that on the built-in clips. A row's source picks the response:
+task in the target data's style only some of the time (the paper's situation: its base models had
+never seen LibriSQA, and other prompts than the one the authors chose made them transcribe
+CoVoST2's English instead of translating it). The base corpus reproduces that on the built-in
+clips. A row's source picks the response:
 
   - translation ("ast"): the German reference as the task writes it ("task"); the same German
     behind a label such as "German:" ("labelled"); or the English transcript ("transcript": a

@@ -73,6 +73,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: list[
                                    additional_special_tokens=extra)
 
 
+def tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
+    """The tiny SALLM's tokenizer: byte-level BPE trained on ``texts`` and the chat roles (counted
+    as often as half the texts, so each role is one token). Deterministic for the same texts."""
+    corpus = list(texts)
+    return train_tokenizer(corpus + [CHAT_ROLES] * max(1, len(corpus) // 2), vocab_size)
+
+
 def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: int = 0) -> tuple[Any, Any]:
     """(model, processor) of a fresh tiny SALLM whose tokenizer is trained on ``texts`` (give it
     all the task's text: prompts, references and what the audio says) and the chat roles.
@@ -87,9 +94,7 @@ def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: in
         WhisperFeatureExtractor,
     )
 
-    corpus = list(texts)
-    # the role names stand in every prompt: count them as often, so each becomes one token
-    tokenizer = train_tokenizer(corpus + [CHAT_ROLES] * max(1, len(corpus) // 2), size.vocab_size)
+    tokenizer = tiny_tokenizer(texts, size.vocab_size)
     extractor = WhisperFeatureExtractor(feature_size=size.n_mels, sampling_rate=16000, hop_length=size.hop_length,
                                         chunk_length=size.window_seconds, n_fft=size.n_fft)
     processor = Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
