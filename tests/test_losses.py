@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leafrl.losses import policy_loss
+from leafrl.losses import loss_normalizer, policy_loss
 
 LOG_HALF = math.log(0.5)
 
@@ -116,12 +116,32 @@ def test_micro_batches_with_normalizer_equal_the_full_batch(data, agg):
     (g_full,) = torch.autograd.grad(full, base)
     norm = {"seq_mean_token_mean": float((lengths > 0).sum().clamp(min=1)),
             "token_mean": float(mask.sum().clamp(min=1)), "dr_grpo": float(n * t)}[agg]
+    assert loss_normalizer(mask, agg, t) == norm  # the trainer's one normalizer, by hand
     cut = data.draw(st.integers(1, n - 1))
     total = sum(policy_loss(base[s], old[s], adv[s], mask[s], ref[s], normalizer=norm, **kw)[0]
                 for s in (slice(0, cut), slice(cut, n)))
     (g_micro,) = torch.autograd.grad(total, base)
     assert total.item() == pytest.approx(full.item(), abs=1e-12)
     torch.testing.assert_close(g_micro, g_full)
+
+
+def test_approx_kl_is_k3_of_old_against_new():
+    # ratios e^0.5 and e^-0.5 on real tokens: k3 = (r - 1) - log r, mean over the two
+    logp = torch.tensor([[0.5, -0.5, 9.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, False]])
+    _, m = policy_loss(logp, torch.zeros_like(logp), torch.ones(1, 3, dtype=torch.float64), mask, beta=0.0)
+    expected = ((math.exp(0.5) - 1 - 0.5) + (math.exp(-0.5) - 1 + 0.5)) / 2
+    assert m["approx_kl"].item() == pytest.approx(expected)
+
+
+def test_loss_normalizer_checks_its_arguments():
+    mask = torch.tensor([[True, False], [False, False]])
+    assert loss_normalizer(mask, "seq_mean_token_mean") == 1.0 and loss_normalizer(mask, "token_mean") == 1.0
+    assert loss_normalizer(mask, "dr_grpo", 5) == 10.0
+    with pytest.raises(ValueError, match="max_tokens"):
+        loss_normalizer(mask, "dr_grpo")
+    with pytest.raises(ValueError, match="agg"):
+        loss_normalizer(mask, "sum")
 
 
 def test_metrics_report_ratio_range_on_real_tokens_only():

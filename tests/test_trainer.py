@@ -158,8 +158,8 @@ def test_two_processes_data_parallel(setting, tmp_path):
     model, adapter = load_speech_lm(str(setting[1]))
     alone = evaluate(model, adapter, list(load_split(data, "valid"))[:3], max_new_tokens=6)
     before = json.loads((tmp_path / "ddp" / "before.json").read_text())
-    assert before["predictions"] == alone.greedy.predictions
-    assert before["predictions"][1] != before["predictions"][2]  # so rows out of order would show
+    assert before["predictions"]["greedy"] == alone.greedy.predictions
+    assert before["predictions"]["greedy"][1] != before["predictions"]["greedy"][2]  # rows out of order would show
     assert summary["valid_bleu_before"] == pytest.approx(alone.greedy.bleu)
 
 

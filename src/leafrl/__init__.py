@@ -4,7 +4,7 @@ The pure core (torch only) is re-exported here; everything else lives in its own
 """
 
 from leafrl.advantages import LeafConfig, LeafStats, LeafTree, grpo_advantages, leaf_advantages
-from leafrl.losses import policy_loss
+from leafrl.losses import loss_normalizer, policy_loss
 
 __version__ = "0.1.0.dev0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "LeafTree",
     "grpo_advantages",
     "leaf_advantages",
+    "loss_normalizer",
     "policy_loss",
     "__version__",
 ]

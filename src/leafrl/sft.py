@@ -1,16 +1,9 @@
-"""Supervised warm start (``leafrl sft``): teacher-forced NLL of the references, read top to
+"""Supervised fine-tuning (``leafrl sft``): teacher-forced NLL of the references, read top to
 bottom as one recipe: setup -> evaluate -> align -> train (with periodic evaluation) -> save.
-Alignment serves a model trained from scratch (the built-in one): it shapes the audio encoder's
-output like the transcript's tokens (CTC) before the language model learns the task from the
-audio; set ``align_steps=0`` for a pretrained model.
-
-An earlier *read* stage (the task learnt from each transcript as text in place of its audio,
-between alignment and SFT) was removed: after alignment, SFT alone did better in the same time
-(held-out BLEU 55.7 after 441 s of SFT from the aligned model, on 150 rows, against 44.7 on 300 rows
-after 240 s of reading and 200 s of SFT).
-
-RL improves what SFT cannot, as in the paper: SFT brings a model to partial competence, and
-``leafrl train`` starts from the model saved here (``OUT/model``).
+Alignment serves a model trained from scratch (the built-in tiny SALLM): it shapes the audio
+encoder's output like the transcript's tokens (CTC) before the language model learns the task
+from the audio; set ``align_steps=0`` for a pretrained model. ``leafrl build-base`` uses this
+recipe to make the built-in base model.
 """
 
 from __future__ import annotations
@@ -30,7 +23,7 @@ from leafrl._files import write_text_atomic
 from leafrl.config import SFTConfig, save_config
 from leafrl.data import load_split
 from leafrl.eval.evaluate import evaluate
-from leafrl.models import attach_lora, completion_logprobs, load_speech_lm
+from leafrl.models import SpeechLMAdapter, attach_lora, completion_logprobs, load_speech_lm
 from leafrl.rollout.batch import EncodedRows, encode_examples, encode_targets
 from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
@@ -64,8 +57,7 @@ def batches(n: int, size: int, seed: int, lengths: Sequence[Any] | None = None, 
     With ``lengths`` (a sortable key per row) and ``bucket`` > 1, each run of ``bucket`` batches'
     worth of the permutation is sorted by length, cut into batches, and those batches go in
     shuffled order: every batch holds rows of similar length, so less of it is padding, and every
-    row still comes once per epoch. On the built-in task, 16 batches of 32 per bucket made an SFT
-    step 25% faster but taught less per step (see ``SFTConfig.length_buckets``).
+    row still comes once per epoch (see ``SFTConfig.length_buckets``).
     """
     if lengths is not None and len(lengths) != n:
         raise ValueError(f"lengths: {len(lengths)} given for {n} rows")
@@ -93,7 +85,7 @@ def row_lengths(examples: Sequence[Any]) -> list[tuple[float, int]]:
              len(ex.prompt) + len(ex.reference)) for ex in examples]
 
 
-def reference_nll(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], examples: list[Any],
+def reference_nll(model: Any, adapter: SpeechLMAdapter, inputs: dict[str, torch.Tensor], examples: list[Any],
                   device: Any) -> torch.Tensor:
     """Mean token NLL of the examples' references given prompt ``inputs``."""
     inputs = {k: v.to(device) for k, v in inputs.items()}
@@ -119,7 +111,7 @@ def transcript_ids(tokenizer: Any, transcripts: list[str]) -> list[list[int]]:
     return [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in transcripts]
 
 
-def alignment_loss(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], targets: list[list[int]],
+def alignment_loss(model: Any, adapter: SpeechLMAdapter, inputs: dict[str, torch.Tensor], targets: list[list[int]],
                    device: Any = "cpu") -> torch.Tensor:
     """CTC loss of the transcripts on the projected audio frames, read through the model's own
     output layer with the pad token as blank. Runs the audio encoder and projector only.
@@ -197,8 +189,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     model.train()
 
     def fresh_optimizer() -> torch.optim.Optimizer:
-        # one per stage: with Adam's moments of the CTC gradients carried into SFT, held-out BLEU
-        # after 400/600/800 SFT steps was 41.1/51.5/54.6; with a fresh optimizer 42.7/54.1/59.1
+        # one per stage: Adam's moments of the CTC gradients, carried into SFT, slowed it down
         return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
 
     stage = partial(train_stage, n_rows=len(train), cfg=cfg, logger=logger, console=console, quiet=quiet,

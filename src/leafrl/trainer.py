@@ -34,6 +34,7 @@ from leafrl.eval.metrics import paired_bootstrap
 from leafrl.losses import loss_normalizer, policy_loss
 from leafrl.models import (
     EMBEDDED_KEYS,
+    SpeechLMAdapter,
     attach_lora,
     completion_logprobs,
     embed_prompts,
@@ -56,7 +57,7 @@ class Run:
     accelerator: Any
     model: Any  # as prepared by accelerate (DDP-wrapped on several processes): for training
     policy: Any  # the peft model itself (LoRA on the language model): generate, reference, save
-    adapter: Any
+    adapter: SpeechLMAdapter
     optimizer: torch.optim.Optimizer
     train: list[Any]
     valid: list[Any]

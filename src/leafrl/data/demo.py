@@ -67,9 +67,8 @@ HELD_OUT_PAIRS = frozenset({
     ("white", "cup"), ("brown", "horse"), ("gray", "lamp"), ("red", "bottle"), ("blue", "house"),
     ("green", "chair"), ("yellow", "egg"),
 })
-# Eight training voices and four held-out ones. Acoustic variety costs the tiny model from-scratch
-# hearing time: on 35 voices of 5 accents (pitch 30-70, 130-190 wpm) greedy CTC reached a held-out
-# WER of 0.37 after 2,400 alignment steps, on these 0.25 (same model and steps, measured).
+# Eight training voices and four held-out ones: acoustic variety costs a tiny model trained from
+# scratch hearing time (docs/results.md).
 ACCENTS = ("en-us", "en-gb")
 TRAIN_VARIANTS = ("m1", "m3", "f1", "f3")
 HELD_OUT_VARIANTS = ("m2", "f2")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from leafrl.eval.metrics import corpus_bleu
+from leafrl.models.base import SpeechLMAdapter
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
 
@@ -31,7 +32,7 @@ class Evaluation:
         return sum(r.bleu for r in self.sampled) / len(self.sampled)
 
 
-def evaluate(model: Any, adapter: Any, examples: Sequence[Any], *, max_new_tokens: int,
+def evaluate(model: Any, adapter: SpeechLMAdapter, examples: Sequence[Any], *, max_new_tokens: int,
              batch_size: int = 32, sampled_passes: int = 0, temperature: float = 0.9,
              top_p: float = 0.9, seed: int = 42, progress: Any = None) -> Evaluation:
     """One greedy pass and ``sampled_passes`` sampled passes over ``examples``, each scored

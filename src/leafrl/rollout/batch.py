@@ -9,10 +9,11 @@ from typing import Any
 import torch
 
 from leafrl.audio.io import load_audio
-from leafrl.models.base import collate_rows, split_rows
+from leafrl.models.base import SpeechLMAdapter, collate_rows, split_rows
 
 
-def encode_examples(adapter: Any, examples: Sequence[Any], system: str | None = None) -> dict[str, torch.Tensor]:
+def encode_examples(adapter: SpeechLMAdapter, examples: Sequence[Any],
+                    system: str | None = None) -> dict[str, torch.Tensor]:
     """Model inputs (prompt rows, left-padded) for ``examples`` (leafrl.data.Example)."""
     prompts = [adapter.build_prompt(ex.prompt, system) for ex in examples]
     ids = [ex.id for ex in examples]
@@ -35,7 +36,7 @@ class EncodedRows:
     A batch equals ``encode_examples`` of the same rows. Needs ``adapter.rows_encode_alone``.
     """
 
-    def __init__(self, adapter: Any, examples: Sequence[Any], system: str | None = None):
+    def __init__(self, adapter: SpeechLMAdapter, examples: Sequence[Any], system: str | None = None):
         if not adapter.rows_encode_alone:
             raise ValueError(f"{adapter.family}: a row's inputs depend on the rest of its batch, so rows "
                              "cannot be encoded once and batched later (leafrl sft: set cache_inputs=false)")

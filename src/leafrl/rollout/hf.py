@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from leafrl.models.base import SEQUENCE_KEYS, prefill_prompts, repeat_rows
+from leafrl.models.base import SEQUENCE_KEYS, SpeechLMAdapter, prefill_prompts, repeat_rows
 
 SURPRISAL_SOURCES = ("processed", "raw")
 
@@ -37,7 +37,7 @@ def completion_mask(ids: torch.Tensor, eos_token_ids: list[int]) -> torch.Tensor
 
 
 @torch.no_grad()
-def generate_completions(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], *,
+def generate_completions(model: Any, adapter: SpeechLMAdapter, inputs: dict[str, torch.Tensor], *,
                          max_new_tokens: int, num_samples: int = 1, do_sample: bool = True,
                          temperature: float = 1.0, top_p: float = 1.0,
                          surprisal: str | None = "processed") -> Completions:
