@@ -5,7 +5,7 @@ Notation used for tensor shapes:
     M slots per group in the padded group layout (the largest group's size),
     P boundary slots per group (<= fork_budget B; in "trie" mode <= M - 1), S = P + 1 span slots.
 
-The algorithm is ``../shared/spec/leaf-method.md`` (arXiv 2606.07610), step by step:
+The algorithm is described in ``docs/method.md`` (arXiv 2606.07610), step by step:
   1. boundaries: per group, the B highest-surprisal positions at least D apart
      (D = max(2, floor(L_min / (B + 1)))), shared by all K responses of the group;
   2. nodes: at each boundary p, responses with equal prefix y[:min(p, L)] form a node

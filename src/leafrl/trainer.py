@@ -70,7 +70,7 @@ class Run:
 
 
 def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
-    """Data, warm start, LoRA, optimizer (and a checkpoint to resume), placed by accelerate."""
+    """The model with its LoRA, the optimizer (and a checkpoint to resume) and the data, placed by accelerate."""
     from accelerate import Accelerator
 
     for name in ("model", "data"):
@@ -410,8 +410,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
                 if main:
                     save_checkpoint(run.out, step, run.policy, run.optimizer, {"algo": cfg.algo})
                 run.accelerator.wait_for_everyone()
-            bar.update(task, completed=step, info=f"reward {row['reward_mean']:.3f}  kl {row['kl']:.4f}"
-                       + (f"  fork-fire {row['fork_fire_rate']:.2f}" if "fork_fire_rate" in row else ""))
+            info = f"reward {row['reward_mean']:.3f}  kl {row['kl']:.4f}  clip {row['clip_frac']:.3f}"
+            bar.update(task, completed=step, info=info + (f"  fork-fire {row['fork_fire_rate']:.2f}"
+                                                          if "fork_fire_rate" in row else ""))
     logger.close()
     if interrupt["stop"]:
         console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
