@@ -83,6 +83,7 @@ def test_worked_example_zscored():
     assert raw == pytest.approx([0.11547, 0.21213, 0.4, 0.11547, 0.21213, 0.0, 0.11547, -0.3, -0.6],
                                 abs=1e-5)
     assert stats.fork_fire_rate == 1.0 and stats.usable_fork_fire_rate == 1.0
+    assert stats.fired.tolist() == [[True, True]] and stats.usable.tolist() == [[True, True]]
     assert stats.nodes_per_group == 2.0 and stats.boundaries_per_group == 2.0
     assert stats.mean_path_depth == pytest.approx(5 / 4)
     assert stats.spans_per_response == pytest.approx(9 / 4)
@@ -162,6 +163,8 @@ def test_all_equal_rewards_give_exact_zeros(normalize):
     adv, stats, _ = run(ys, s, [0.1] * 4, [0] * 4, LeafConfig(normalize=normalize))
     assert torch.equal(adv, torch.zeros_like(adv))
     assert stats.equal_reward_group_frac == 1.0 and stats.usable_fork_fire_rate == 0.0
+    bound = stats.boundaries >= 0
+    assert stats.fired[bound].any() and not stats.usable.any() and not stats.fired[~bound].any()
     assert stats.nonzero_adv_frac == 0.0
 
 
@@ -279,6 +282,12 @@ def test_equivalent_to_reference(batch, config):
                 members = tuple((tree.node_id[:, b] == node).nonzero().flatten().tolist())
                 got_nodes.add((got_bounds[gid][b], members))
     assert got_nodes == {(p, tuple(m)) for v in info["nodes"].values() for p, m, _, _ in v}
+    # the per-boundary flags: a boundary fired where the reference made a node there
+    fired = {int(gid): sorted(int(p) for p, f in zip(row, flags) if f)
+             for gid, row, flags in zip(stats.group_ids, stats.boundaries, stats.fired)}
+    assert fired == {gid: sorted({p for p, _, _, _ in info["nodes"].get(gid, [])}) for gid in fired}
+    assert not (stats.usable & ~stats.fired).any()
+    assert stats.fired.sum() / max(int((stats.boundaries >= 0).sum()), 1) == pytest.approx(stats.fork_fire_rate)
 
 
 @fuzz

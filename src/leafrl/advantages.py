@@ -84,10 +84,14 @@ class LeafStats:
 
     boundaries: [G, P] chosen positions per group, ascending, -1 where a group has fewer.
     group_ids: [G] the caller's id of each group (row g of ``boundaries``).
+    fired / usable: [G, P] bool, boundary slot b of group g produced a node / a node whose
+        value differs from its parent's (False on empty slots): the per-position rates.
     """
 
     boundaries: torch.Tensor
     group_ids: torch.Tensor
+    fired: torch.Tensor
+    usable: torch.Tensor
     boundaries_per_group: float  # mean number of boundaries chosen per group
     fork_fire_rate: float  # boundaries that produced at least one node / boundaries
     usable_fork_fire_rate: float  # boundaries with a node whose value differs from its parent's
@@ -367,10 +371,10 @@ def _stats(lay, bound, member, first_member, node_value, root, reward_range, dep
            start, end, span_valid, adv32) -> LeafStats:
     g, m = lay.valid.shape
     has_bound = bound >= 0  # [G, P]
-    fired = member.any(2)  # [G, P]
+    fired = member.any(2) & has_bound  # [G, P]
     parent = torch.cat([root[:, None, None].expand(g, 1, m), node_value[:, :-1]], 1)  # [G, P, M]
     changes = (node_value - parent).abs() > USABLE_RTOL * reward_range[:, None, None]
-    usable = (member & changes).any(2)
+    usable = (member & changes).any(2) & has_bound
     leader = member & (first_member == torch.arange(m, device=member.device))  # one per node
     span_len = (end - start) * span_valid  # [G, M, S]
     counts = torch.stack([
@@ -383,7 +387,7 @@ def _stats(lay, bound, member, first_member, node_value, root, reward_range, dep
     values = [n_bound / groups, fired_n / max(n_bound, 1), usable_n / max(n_bound, 1),
               nodes / groups, depth_sum / rows, shared / max(tokens, 1), spans / rows,
               nonzero / max(tokens, 1), equal / groups]
-    return LeafStats(bound, lay.ids, *values)
+    return LeafStats(bound, lay.ids, fired, usable, *values)
 
 
 def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor,
