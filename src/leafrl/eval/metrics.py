@@ -1,8 +1,12 @@
-"""Corpus-level metrics over predictions and references (sacrebleu)."""
+"""Metrics over predictions and references, one reference per prediction: corpus BLEU and its paired
+bootstrap test (sacrebleu), and the LEAF paper's full set of text metrics (``text_metrics``: BLEU, chrF,
+ROUGE, METEOR, optionally WER and BERTScore). Nothing here downloads a model or a corpus."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[str], *, lowercase: bool = True) -> float:
@@ -57,3 +61,101 @@ def paired_bootstrap(before: Sequence[Sequence[str]], after: Sequence[Sequence[s
     return {"bleu_before": first, "bleu_after": second, "delta": second - first,
             "p_value": 1.0 if same else float(p_value),
             "ci_after": float(estimate_ci(second_resampled)[1])}
+
+
+class _UnicodeWordTokenizer:
+    """ROUGE tokenizer: lowercased Unicode words. rouge-score's default tokenizer replaces every character
+    outside [a-z0-9] by a space, so German "schön" becomes "sch n" and "hätte" scores as "Hütte"; the
+    built-in task translates into German. No stemming: rouge-score's Porter stemmer is English-only."""
+
+    def tokenize(self, text: str) -> list[str]:
+        """The runs of word characters (letters, digits, _) of the lowercased text."""
+        return re.findall(r"\w+", text.lower())
+
+
+class _NoWordNet:
+    """Stands in for nltk's WordNet reader where the corpus is not installed: no word has synonyms, so
+    METEOR matches exact words and Porter stems only (and nltk never tries to load the corpus)."""
+
+    def synsets(self, *args, **kwargs) -> list:
+        """No synsets for any word."""
+        return []
+
+
+def meteor_matching() -> str:
+    """"exact+stem+wordnet" when nltk's WordNet corpus is installed locally, else "exact+stem"
+    (METEOR then matches exact words and Porter stems only, no synonyms). Never downloads."""
+    import nltk
+
+    for resource in ("corpora/wordnet", "corpora/wordnet.zip"):
+        try:
+            nltk.data.find(resource)
+            return "exact+stem+wordnet"
+        except LookupError:
+            pass
+    return "exact+stem"
+
+
+def _bertscore_f1(predictions: list[str], references: list[str], model_dir: str) -> float:
+    """Mean BERTScore F1 (0-100) with the local encoder ``model_dir``: its last layer, no idf weighting,
+    no baseline rescaling."""
+    if not Path(model_dir).is_dir():
+        raise ValueError(f"bertscore_model {model_dir!r}: not a local directory (leafrl never downloads models); "
+                         "give the directory of a Hugging Face encoder model saved with save_pretrained")
+    try:
+        import bert_score
+    except ImportError as e:
+        raise ValueError("bertscore_model needs the bert-score package: pip install 'leafrl[bertscore]'") from e
+    import torch
+    from transformers import AutoConfig
+
+    num_layers = AutoConfig.from_pretrained(model_dir).num_hidden_layers
+    _, _, f1 = bert_score.score(predictions, references, model_type=str(model_dir), num_layers=num_layers,
+                                idf=False, rescale_with_baseline=False,
+                                device="cuda" if torch.cuda.is_available() else "cpu")
+    return float(f1.mean()) * 100
+
+
+def text_metrics(predictions: Sequence[str], references: Sequence[str], *, wer: bool = False,
+                 bertscore_model: str | None = None) -> dict[str, float]:
+    """All on a 0-100 scale, one reference per prediction. Keys:
+    "bleu" (sacrebleu corpus BLEU, lowercased: the paper's), "bleu_cased", "chrf" (sacrebleu corpus chrF),
+    "rouge1", "rouge2", "rougeL" (rouge-score F1, mean over rows), "meteor" (nltk, mean over rows),
+    "wer" (jiwer corpus WER x 100, only when wer=True), "bertscore_f1" (only when bertscore_model is given:
+    a LOCAL directory of a HF encoder model; mean F1 x 100).
+
+    ROUGE tokenizes into lowercased Unicode words (so umlauts and ß count), without stemming. METEOR
+    (nltk's defaults: alpha 0.9, beta 3, gamma 0.5) sees lowercased whitespace tokens and matches
+    exact words, Porter stems and, where installed, WordNet synonyms: see ``meteor_matching``."""
+    import sacrebleu
+    from nltk.translate.meteor_score import meteor_score
+    from rouge_score.rouge_scorer import RougeScorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"predictions ({len(predictions)}) and references ({len(references)}) differ in length")
+    if not predictions:
+        raise ValueError("predictions: nothing to score")
+    preds, refs = list(predictions), list(references)
+    bertscore = None if bertscore_model is None else _bertscore_f1(preds, refs, bertscore_model)  # fails early
+    out = {"bleu": corpus_bleu(preds, refs), "bleu_cased": corpus_bleu(preds, refs, lowercase=False),
+           "chrf": float(sacrebleu.corpus_chrf(preds, [refs]).score)}
+
+    rouge_types = ("rouge1", "rouge2", "rougeL")
+    scorer = RougeScorer(list(rouge_types), use_stemmer=False, tokenizer=_UnicodeWordTokenizer())
+    rows = [scorer.score(r, p) for p, r in zip(preds, refs)]  # score(target, prediction)
+    out.update({t: 100 * sum(row[t].fmeasure for row in rows) / len(rows) for t in rouge_types})
+
+    if meteor_matching() == "exact+stem+wordnet":
+        from nltk.corpus import wordnet
+    else:
+        wordnet = _NoWordNet()
+    out["meteor"] = 100 * sum(meteor_score([r.lower().split()], p.lower().split(), wordnet=wordnet)
+                              for p, r in zip(preds, refs)) / len(preds)
+
+    if wer:
+        import jiwer
+
+        out["wer"] = 100 * float(jiwer.wer(refs, preds))
+    if bertscore is not None:
+        out["bertscore_f1"] = bertscore
+    return out
