@@ -16,6 +16,7 @@ from conftest import TEXTS, TINY, tone_dataset
 from leafrl.checkpoint import latest_checkpoint
 from leafrl.config import TrainConfig, apply_overrides, save_config
 from leafrl.models.tiny import build_tiny_sallm
+from leafrl.rollout.record import group_tensors, load_rollouts
 from leafrl.trainer import train
 
 REQUIRED = {"reward_mean", "reward_std", "kl", "loss", "clip_frac", "time/rollout", "time/reward",
@@ -72,6 +73,14 @@ def test_training_steps_log_and_move_the_adapter(setting, tmp_path, algo):
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: the update moved it
     assert (tmp_path / algo / "config.yaml").is_file() and (tmp_path / algo / "tensorboard").is_dir()
+    # the last step's rollout groups are saved for `leafrl inspect`: K responses of each prompt
+    saved = load_rollouts(tmp_path / algo)
+    assert saved["step"] == 2 and saved["algo"] == algo and len(saved["groups"]) == 2
+    ids, mask, surprisal, rewards = group_tensors(saved["groups"][0])
+    assert ids.shape[0] == 3 and mask.any(1).all() and (surprisal[mask] > 0).any()
+    assert all(0 <= float(r) <= 1 for r in rewards)
+    first = saved["groups"][0]["responses"][0]
+    assert len(first["pieces"]) == len(first["ids"]) == len(first["surprisal"]) == int(mask[0].sum())
 
 
 def test_micro_batches_do_not_change_the_update(setting, tmp_path):

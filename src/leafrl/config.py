@@ -165,6 +165,9 @@ class TrainConfig:
     eval_sampled_passes: int = 5
     """Held-out sampled decoding passes (T 0.9, top-p 0.9) whose BLEU is averaged, beside one
     greedy pass (paper: 5 passes, seeds 42..46; here drawn together, one call seeded 42)."""
+    record_groups: int = 4
+    """Rollout groups (prompts with their K responses) saved at each evaluation into
+    OUT/rollouts/, for ``leafrl inspect``; 0 saves none."""
     save_every: int = 50
     seed: int = 42
     system: str | None = None
@@ -179,8 +182,9 @@ class TrainConfig:
         for name in ("steps", "eval_every", "eval_examples", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
-        if self.eval_sampled_passes < 0:
-            raise ValueError("TrainConfig.eval_sampled_passes must be >= 0")
+        for name in ("eval_sampled_passes", "record_groups"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0")
         for name in ("minibatch", "epochs", "micro_batch"):
             if getattr(self.optim, name) < 1:
                 raise ValueError(f"TrainConfig.optim.{name} must be >= 1, got {getattr(self.optim, name)}")

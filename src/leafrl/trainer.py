@@ -45,6 +45,7 @@ from leafrl.models import (
 from leafrl.rewards import compute_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import Completions, generate_completions
+from leafrl.rollout.record import record_groups, save_rollouts
 from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
 
@@ -270,8 +271,9 @@ def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
             "lr": run.optimizer.param_groups[0]["lr"], "optimizer_steps": len(steps)}
 
 
-def train_step(run: Run, step: int) -> dict:
-    """rollout -> score -> advantages -> reference -> update, timed per phase."""
+def train_step(run: Run, step: int, record: Path | None = None) -> dict:
+    """rollout -> score -> advantages -> reference -> update, timed per phase; with ``record``,
+    the first ``record_groups`` rollout groups are saved there (for ``leafrl inspect``)."""
     acc = run.accelerator
     # sampling and dropout depend on (seed, step, process) only
     torch.manual_seed(run.cfg.seed * 1_000_003 + step * 1_009 + acc.process_index)
@@ -289,13 +291,17 @@ def train_step(run: Run, step: int) -> dict:
     tick("rollout")
     rewards = score(run, prompts, completions)
     tick("reward")
+    k = run.cfg.rollout.rollout_budget
+    if record is not None:
+        save_rollouts(record, step + 1, run.cfg.algo, record_groups(
+            run.adapter, prompts, completions.ids, completions.mask, completions.surprisal, rewards, k,
+            run.cfg.record_groups))
     adv, engine = advantages(run.cfg, completions, rewards)
     tick("advantages")
     ref = reference_logprobs(run, inputs, completions)
     tick("reference")
     metrics = update(run, inputs, completions, adv, ref, step)
     tick("update")
-    k = run.cfg.rollout.rollout_budget
     equal = (rewards.view(-1, k).amax(1) == rewards.view(-1, k).amin(1)).sum().item()
     row = {"reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
            "response_tokens": completions.mask.sum(1).float().mean().item(), "equal_reward_groups": equal,
@@ -398,8 +404,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dic
     with stop_on_interrupt() as interrupt, progress_bar(cfg.algo, console, quiet or not main) as bar:
         task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
         while step < cfg.steps and not interrupt["stop"]:
+            evaluating = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
+            record = run.out / "rollouts" / f"step-{step + 1:06d}.json"
             try:
-                row = train_step(run, step)
+                row = train_step(run, step, record if evaluating and main and cfg.record_groups else None)
             except torch.OutOfMemoryError as err:
                 raise MemoryError(memory_hint(cfg, step, run.out)) from err
             step += 1
