@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from leafrl import __version__
+from leafrl import __version__, cli_analysis
 from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages
 from leafrl.config import SFTConfig, TrainConfig
 
@@ -222,6 +222,9 @@ def build_base(
     info = build(out or BASE_MODEL_DIR)
     Console().print(f"base model written to {out or BASE_MODEL_DIR} (held-out BLEU against the task's "
                     f"references {info['sft']['valid_bleu_after']:.1f})")
+
+
+cli_analysis.register(app)  # eval, compare, inspect, forks, credit
 
 
 def bleu_table(summary: dict) -> Table:
