@@ -62,3 +62,18 @@ def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) ->
     set_peft_model_state_dict(model, load_file(str(adapter)))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     return json.loads((path / "state.json").read_text())
+
+
+def adapter_dir(path: Path) -> Path:
+    """The LoRA adapter directory that ``path`` names: an adapter directory itself (peft's
+    adapter_config.json), a checkpoint (its adapter/) or a run directory (its latest checkpoint's)."""
+    path = Path(path)
+    if (path / "adapter_config.json").is_file():
+        return path
+    if (path / "adapter" / "adapter_config.json").is_file():
+        return path / "adapter"
+    checkpoint = latest_checkpoint(path) if path.is_dir() else None
+    if checkpoint is None:
+        raise ValueError(f"--adapter {path}: not a LoRA adapter, a checkpoint or a run directory with checkpoints")
+    return checkpoint / "adapter"
+

@@ -68,4 +68,62 @@ def compare(
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``leafrl`` app."""
+    app.command("eval")(eval_)
     app.command()(compare)
+
+
+def eval_(
+    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in base model"),
+    adapter: Path | None = typer.Option(None, help="a LoRA adapter: its directory, a checkpoint or a `leafrl train` "
+                                        "run directory (its latest checkpoint)"),
+    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
+    split: str = typer.Option("valid", help="the split to evaluate"),
+    limit: int | None = typer.Option(None, help="the first N rows only"),
+    passes: int = typer.Option(5, help="sampled passes beside the greedy one (paper: 5, T 0.9, top-p 0.9)"),
+    bertscore_model: str | None = typer.Option(None, help="a LOCAL encoder model directory for BERTScore "
+                                               "(skipped without one: leafrl never downloads)"),
+    out: Path = typer.Option(Path("runs/eval"), help="where predictions.jsonl and metrics.json go"),
+    set_: list[str] = typer.Option([], "--set", help="a TrainConfig setting, e.g. rollout.max_new_tokens=64"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Score a model (base, SFT, or base + a LoRA adapter) on a split: BLEU (lowercased and cased),
+    chrF, ROUGE-1/2/L, METEOR, WER on transcription tasks and BERTScore with a local model, for the
+    greedy pass and the mean +- std over sampled passes, per task."""
+    import json
+
+    from leafrl.data import load_split
+    from leafrl.eval.evaluate import evaluate, metrics_report
+    from leafrl.eval.metrics import meteor_matching
+    from leafrl.models import load_speech_lm
+    from leafrl.tracking import progress_bar
+    from leafrl.viz.runs import metrics_table
+
+    console = Console(quiet=quiet)
+    cfg = train_config(model, data, None, set_, console)
+    examples = list(load_split(cfg.data, split))[:limit]
+    if not examples:
+        raise ValueError(f"--data {cfg.data}: split {split!r} has no rows")
+    policy, speech = load_speech_lm(cfg.model)
+    if adapter is not None:
+        from peft import PeftModel
+
+        from leafrl.checkpoint import adapter_dir
+
+        policy = PeftModel.from_pretrained(policy, str(adapter_dir(adapter)))
+    with progress_bar("eval", console, quiet) as bar:
+        task = bar.add_task("eval", total=len(examples), info=f"greedy + {passes} sampled")
+        result = evaluate(policy, speech, examples, max_new_tokens=cfg.rollout.max_new_tokens, sampled_passes=passes,
+                          progress=lambda n: bar.update(task, completed=n))
+    report = metrics_report(examples, result, bertscore_model=bertscore_model)
+    meta = {"model": cfg.model, "adapter": None if adapter is None else str(adapter), "data": cfg.data,
+            "split": split, "rows": len(examples), "sampled_passes": passes, "meteor": meteor_matching(),
+            "bertscore": bertscore_model or "skipped: no --bertscore-model (leafrl never downloads one)"}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({**meta, "metrics": report}, indent=2))
+    rows = [{"id": ex.id, "task": ex.task, "reference": ex.reference, "greedy": result.greedy.predictions[i],
+             "sampled": [r.predictions[i] for r in result.sampled]} for i, ex in enumerate(examples)]
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    for name, entry in report.items():
+        console.print(metrics_table(entry, f"{name}: {entry['rows']} rows of {split}"))
+    console.print(f"METEOR matching: {meta['meteor']}; BERTScore: {meta['bertscore']}\n"
+                  f"predictions and metrics in {out}")

@@ -75,3 +75,33 @@ def score_predictions(predictions: list[str], references: list[str]) -> EvalResu
     """Lowercased and cased corpus BLEU of ``predictions`` against ``references``."""
     return EvalResult(corpus_bleu(predictions, references), corpus_bleu(predictions, references, lowercase=False),
                       predictions)
+
+
+WER_TASKS = ("asr", "transcribe", "transcription")  # tasks whose output is a transcript: WER is reported
+
+
+def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore_model: str | None = None) -> dict:
+    """Every text metric (``leafrl.eval.metrics.text_metrics``) of the greedy pass and the mean and
+    std over the sampled passes, over all rows ("all") and per task when the rows have several.
+    WER is reported for transcription tasks (``WER_TASKS``)."""
+    from leafrl.eval.metrics import text_metrics
+
+    tasks = sorted({ex.task for ex in examples})
+    parts = {"all": list(range(len(examples)))} if len(tasks) > 1 else {}
+    parts.update({task: [i for i, ex in enumerate(examples) if ex.task == task] for task in tasks})
+    out = {}
+    for name, rows in parts.items():
+        refs = [examples[i].reference for i in rows]
+        wer = all(examples[i].task in WER_TASKS for i in rows)
+
+        def score(predictions: list[str], refs: list[str] = refs, rows: list[int] = rows, wer: bool = wer) -> dict:
+            return text_metrics([predictions[i] for i in rows], refs, wer=wer, bertscore_model=bertscore_model)
+
+        entry: dict[str, Any] = {"rows": len(rows), "greedy": score(evaluation.greedy.predictions)}
+        if evaluation.sampled:
+            passes = [score(r.predictions) for r in evaluation.sampled]
+            values = {key: torch.tensor([p[key] for p in passes], dtype=torch.float64) for key in passes[0]}
+            entry["sampled"] = {key: {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0}
+                                for key, v in values.items()}
+        out[name] = entry
+    return out

@@ -29,3 +29,17 @@ def shares_table(before: dict[str, float], after: dict[str, float], title: str) 
     for name in sorted(set(before) | set(after), key=lambda k: -after.get(k, 0.0)):
         table.add_row(name, f"{100 * before.get(name, 0.0):.0f}%", f"{100 * after.get(name, 0.0):.0f}%")
     return table
+
+
+def metrics_table(entry: dict, title: str) -> Table:
+    """One split's metrics (``leafrl.eval.evaluate.metrics_report``): greedy, and sampled mean +- std."""
+    table = Table(title=title)
+    sampled = entry.get("sampled", {})
+    for column in ("metric", "greedy", *(["sampled (mean +- std)"] if sampled else [])):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, value in entry["greedy"].items():
+        cells = [key, f"{value:.2f}"]
+        if sampled:
+            cells.append(f"{sampled[key]['mean']:.2f} +- {sampled[key]['std']:.2f}")
+        table.add_row(*cells)
+    return table
