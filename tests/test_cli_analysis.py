@@ -1,6 +1,7 @@
 """leafrl eval (and the analysis commands) end to end on a tiny SALLM and its trained adapter."""
 
 import json
+import math
 
 import pytest
 
@@ -81,3 +82,71 @@ def test_metrics_report_per_task_with_wer_for_transcripts():
     # sampled WER of the asr rows: pass 1 0/8, pass 2 3/8 -> mean 18.75, std 26.517
     assert report["asr"]["sampled"]["wer"]["mean"] == pytest.approx(18.75)
     assert report["asr"]["sampled"]["wer"]["std"] == pytest.approx(26.5165, abs=1e-3)
+
+
+def worked_example_rollouts(copies):
+    """``copies`` items, each the spec's worked example (K = 4, boundaries 3 and 7, both fire)."""
+    import torch
+
+    from leafrl.cli import EXAMPLE, EXAMPLE_REWARDS, EXAMPLE_SURPRISAL
+    from leafrl.eval.analysis import Rollouts
+
+    words = [s.split() for s in EXAMPLE]
+    vocab = {w: i for i, w in enumerate(sorted({w for ws in words for w in ws}))}
+    ids = torch.tensor([[vocab[w] for w in ws] for ws in words] * copies)
+    examples = [Example(id=f"e{g}", audio=None, prompt="p", reference=EXAMPLE[0], task="ast", meta={})
+                for g in range(copies)]
+    return Rollouts(examples, ids, torch.ones_like(ids, dtype=torch.bool),
+                    torch.tensor([EXAMPLE_SURPRISAL] * 4 * copies), torch.tensor(EXAMPLE_REWARDS * copies,
+                                                                                 dtype=torch.float64),
+                    torch.arange(copies).repeat_interleave(4), [" ".join(w) for w in words] * copies), vocab
+
+
+def test_fork_rates_by_position():
+    from leafrl.advantages import LeafConfig
+    from leafrl.eval.analysis import fork_rates
+
+    rollouts, _ = worked_example_rollouts(20)
+    rows = fork_rates(rollouts, LeafConfig())
+    assert [(r["position"], r["selections"], r["fire"], r["usable"]) for r in rows] == [(3, 20, 20, 20),
+                                                                                       (7, 20, 20, 20)]
+    assert rows[0]["fire_rate"] == 1.0 and rows[0]["fire_high"] == 1.0 and 0.8 < rows[0]["fire_low"] < 0.85
+    assert fork_rates(rollouts, LeafConfig(), min_selections=21) == []
+    assert fork_rates(rollouts, LeafConfig(), max_position=5)[-1]["position"] == 3
+
+
+def test_credit_report_on_the_worked_example():
+    from leafrl.advantages import LeafConfig
+    from leafrl.eval.analysis import credit_report, variants
+
+    rollouts, vocab = worked_example_rollouts(6)
+    reference = [[vocab[w] for w in rollouts.examples[0].reference.split()]] * 6  # response 1 is the reference
+    report = credit_report(rollouts, reference, LeafConfig(), 1 / 3, eos_token_ids=[10_000], n_samples=200)
+    assert list(report) == ["grpo", *variants(LeafConfig())]
+    assert report["grpo"]["auc"]["value"] == 0.5
+    # response 2 (reward 0.4): its first 7 words are right, its last 3 wrong; LEAF gives them 0.28, 0.60 and
+    # -0.10, GRPO one +0.3 to all: LEAF's wrong tokens rank below its right ones (AUC 1 on that response)
+    assert report["leaf"]["auc"]["value"] > 0.5
+    # the low-reward responses (3 and 4) hold right tokens "der rote Hund" (3) and "zum Park" (4): LEAF credits
+    # response 3's shared prefix (+0.28), GRPO blames all of it
+    assert report["grpo"]["right_nonnegative_low"]["value"] == 0.0
+    assert report["leaf"]["right_nonnegative_low"]["value"] > 0.0
+
+
+def test_forks_and_credit_commands(trained, tmp_path, capsys):
+    data, model, run = trained
+    common = ["--model", str(model), "--data", str(data), "--limit", "4", "--quiet", "--set",
+              "rollout.max_new_tokens=6", "--set", "rollout.rollout_budget=3"]
+    code, out = run_cli(["forks", *common, "--adapter", str(run), "--out", str(tmp_path / "forks")], capsys)
+    assert code == 0, out.err
+    header = (tmp_path / "forks" / "forks.csv").read_text().splitlines()[0]
+    assert header.startswith("model,position,selections,fire,fire_rate")
+    assert (tmp_path / "forks" / "forks.png").is_file()
+    code, out = run_cli(["credit", *common, "--out", str(tmp_path / "credit")], capsys)
+    assert code == 0, out.err
+    saved = json.loads((tmp_path / "credit" / "credit.json").read_text())
+    grpo_auc = saved["estimators"]["grpo"]["auc"]["value"]  # NaN when no response has right and wrong tokens
+    assert saved["items"] == 4 and saved["k"] == 3 and (grpo_auc == 0.5 or math.isnan(grpo_auc))
+    assert (tmp_path / "credit" / "credit.png").stat().st_size > 10_000
+    code, out = run_cli(["forks", *common, "--adapter", "none", "--adapter", "none", "--out", str(tmp_path)], capsys)
+    assert code == 1 and "--adapter" in out.err

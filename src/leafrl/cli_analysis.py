@@ -70,6 +70,8 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``leafrl`` app."""
     app.command("eval")(eval_)
     app.command()(compare)
+    app.command()(forks)
+    app.command()(credit)
 
 
 def eval_(
@@ -127,3 +129,130 @@ def eval_(
         console.print(metrics_table(entry, f"{name}: {entry['rows']} rows of {split}"))
     console.print(f"METEOR matching: {meta['meteor']}; BERTScore: {meta['bertscore']}\n"
                   f"predictions and metrics in {out}")
+
+
+def _policy(cfg: TrainConfig, adapter: Path | None):
+    """(model, speech adapter) of ``cfg.model``, with the LoRA adapter ``adapter`` applied."""
+    from leafrl.models import load_speech_lm
+
+    model, speech = load_speech_lm(cfg.model)
+    if adapter is not None:
+        from peft import PeftModel
+
+        from leafrl.checkpoint import adapter_dir
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir(adapter)))
+    return model, speech
+
+
+def _rollouts(cfg: TrainConfig, adapter: Path | None, split: str, limit: int, console: Console, quiet: bool):
+    """The first ``limit`` items of ``split``, K sampled responses each (``analysis.sample_rollouts``)."""
+    from leafrl.data import load_split
+    from leafrl.eval.analysis import sample_rollouts
+    from leafrl.tracking import progress_bar
+
+    examples = list(load_split(cfg.data, split))[:limit]
+    if not examples:
+        raise ValueError(f"--data {cfg.data}: split {split!r} has no rows")
+    model, speech = _policy(cfg, adapter)
+    with progress_bar("sampling", console, quiet) as bar:
+        task = bar.add_task("sampling", total=len(examples), info=f"K = {cfg.rollout.rollout_budget}")
+        rollouts = sample_rollouts(model, speech, examples, cfg, progress=lambda n: bar.update(task, completed=n))
+    return rollouts, speech
+
+
+def forks(
+    model: list[str] = typer.Option([], help="hub name or HF directory; repeat to overlay models",
+                                    show_default="the built-in base model"),
+    adapter: list[str] = typer.Option([], help="a LoRA adapter per --model (\"none\" for none); repeat"),
+    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
+    split: str = typer.Option("train", help="the split whose items are sampled"),
+    limit: int = typer.Option(200, help="items (each gets K responses)"),
+    out: Path = typer.Option(Path("runs/forks"), help="where forks.csv and forks.png go"),
+    set_: list[str] = typer.Option([], "--set", help="a TrainConfig setting, e.g. leaf.fork_budget=4"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Fork-fire and usable fork-fire rates by boundary position, with Wilson 95% intervals
+    (positions up to 40 chosen at least 15 times): K responses per item, LEAF's boundary selection."""
+    import csv
+
+    from leafrl.eval.analysis import fork_rates
+    from leafrl.viz.plots import rate_plot
+
+    console = Console(quiet=quiet)
+    models = model or [None]
+    adapters = adapter or ["none"] * len(models)
+    if len(adapters) != len(models):
+        raise ValueError(f"--adapter: give one per --model ({len(models)}), \"none\" for none; got {len(adapters)}")
+    results = {}
+    for name, lora in zip(models, adapters):
+        cfg = train_config(name, data, None, set_, console)
+        lora_path = None if lora == "none" else Path(lora)
+        rollouts, _ = _rollouts(cfg, lora_path, split, limit, console, quiet)
+        label = (Path(name).name if name else "built-in") + ("" if lora_path is None else f" + {lora_path.name}")
+        results[label] = fork_rates(rollouts, cfg.leaf)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["model", "position", "selections", "fire", "fire_rate", "fire_low", "fire_high", "usable",
+              "usable_rate", "usable_low", "usable_high"]
+    with (out / "forks.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows({"model": label, **row} for label, rows in results.items() for row in rows)
+    series = {}
+    for label, rows in results.items():
+        series[f"{label}: fires"] = [(r["position"], r["fire_rate"], r["fire_low"], r["fire_high"]) for r in rows]
+        series[f"{label}: usable"] = [(r["position"], r["usable_rate"], r["usable_low"], r["usable_high"])
+                                      for r in rows]
+    rate_plot(out / "forks.png", series, f"LEAF boundaries by position ({split}, {limit} items)",
+              "share of the boundaries chosen there", "fires: at least two responses share the prefix up to it; "
+              "usable: a node whose value differs from its parent's. Bars: Wilson 95%; positions chosen >= 15 times")
+    for label, rows in results.items():
+        console.print(f"{label}: " + "  ".join(f"p{r['position']} {r['fire_rate']:.2f}/{r['usable_rate']:.2f} "
+                                                f"(n {r['selections']})" for r in rows[:12]))
+    console.print(f"fire/usable rates by position in {out / 'forks.csv'} and {out / 'forks.png'}")
+
+
+def credit(
+    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in base model"),
+    adapter: Path | None = typer.Option(None, help="a LoRA adapter (directory, checkpoint or run)"),
+    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
+    split: str = typer.Option("train", help="the split whose items are sampled"),
+    limit: int = typer.Option(200, help="items (each gets K responses)"),
+    out: Path = typer.Option(Path("runs/credit"), help="where credit.json and credit.png go"),
+    set_: list[str] = typer.Option([], "--set", help="a TrainConfig setting, e.g. rollout.temperature=0.9"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Credit assignment measured without training: on the SAME rollouts, how GRPO, LEAF and every
+    one-setting LEAF variant credit the tokens that match the reference and those that do not."""
+    import json
+
+    from rich.table import Table
+
+    from leafrl.eval.analysis import credit_report
+    from leafrl.viz.plots import bar_plot
+
+    console = Console(quiet=quiet)
+    cfg = train_config(model, data, None, set_, console)
+    rollouts, speech = _rollouts(cfg, adapter, split, limit, console, quiet)
+    references = [speech.tokenizer(ex.reference, add_special_tokens=False).input_ids for ex in rollouts.examples]
+    report = credit_report(rollouts, references, cfg.leaf, cfg.grpo_std_floor, speech.eos_token_ids)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "credit.json").write_text(json.dumps({"model": cfg.model, "adapter": None if adapter is None else
+                                                 str(adapter), "split": split, "items": len(rollouts.examples),
+                                                 "k": cfg.rollout.rollout_budget, "estimators": report}, indent=2))
+    labels = {"auc": "AUC of -advantage for wrong tokens", "wrong_negative": "wrong tokens with negative credit",
+              "right_nonnegative_low": "right tokens of low-reward responses with credit >= 0"}
+    table = Table(title=f"credit assignment on {len(rollouts.examples)} items x K {cfg.rollout.rollout_budget} "
+                        f"({split}); [95% bootstrap over items]")
+    table.add_column("estimator")
+    for label in labels.values():
+        table.add_column(label, justify="right")
+    for name, metrics in report.items():
+        table.add_row(name, *(f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+                              for m in (metrics[key] for key in labels)))
+    console.print(table)
+    bar_plot(out / "credit.png", list(report), [(labels[key], {name: (m[key]["value"], m[key]["low"], m[key]["high"])
+                                                               for name, m in report.items()}) for key in labels],
+             "credit assignment on the same rollouts", "bars: 95% bootstrap intervals over items; dashed: chance "
+             "(AUC 0.5)", reference_lines={labels["auc"]: 0.5})
+    console.print(f"table in {out / 'credit.json'}, plot in {out / 'credit.png'}")
