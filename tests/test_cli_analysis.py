@@ -150,3 +150,41 @@ def test_forks_and_credit_commands(trained, tmp_path, capsys):
     assert (tmp_path / "credit" / "credit.png").stat().st_size > 10_000
     code, out = run_cli(["forks", *common, "--adapter", "none", "--adapter", "none", "--out", str(tmp_path)], capsys)
     assert code == 1 and "--adapter" in out.err
+
+
+def test_inspect_saved_rollouts_and_sampled(trained, tmp_path, capsys):
+    data, model, run = trained
+    code, out = run_cli(["inspect", "--rollouts", str(run), "--html", str(tmp_path / "saved.html")], capsys)
+    assert code == 0, out.err
+    page = (tmp_path / "saved.html").read_text()
+    saved = json.loads(sorted((run / "rollouts").glob("*.json"))[-1].read_text())
+    assert page.count("<h2>") == 2 and saved["groups"][0]["id"] in page and "(step 2)" in page
+    assert "<script" not in page and "http" not in page.split("</style>")[1]  # opens offline
+    assert "LEAF span advantages vs GRPO" in out.out and "boundaries [" in out.out
+    # the same page from the dataset, sampling K responses with the model
+    code, out = run_cli(["inspect", "--model", str(model), "--data", str(data), "--items", "1", "--quiet",
+                         "--set", "rollout.max_new_tokens=6", "--html", str(tmp_path / "sampled.html")], capsys)
+    assert code == 0, out.err
+    page = (tmp_path / "sampled.html").read_text()
+    assert page.count("<h2>") == 1 and page.count("<tr><td class='num'>") >= 8  # K = 8 responses
+    code, out = run_cli(["inspect", "--rollouts", str(tmp_path)], capsys)
+    assert code == 1 and "no saved rollouts" in " ".join(out.err.split())
+
+
+def test_html_colours_follow_the_advantage():
+    import torch
+
+    from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages
+    from leafrl.viz.html import GroupView, render_html
+
+    rollouts, vocab = worked_example_rollouts(1)
+    words = {i: w for w, i in vocab.items()}
+    _, stats, tree = leaf_advantages(rollouts.ids, rollouts.mask, rollouts.surprisal, rollouts.rewards.float(),
+                                     rollouts.group_ids, LeafConfig(), return_tree=True)
+    pieces = [[f" {words[i]}" for i in row.tolist()] for row in rollouts.ids]
+    page = render_html([GroupView("worked", "p", "ref", pieces, rollouts.rewards, grpo_advantages(
+        rollouts.rewards.float(), rollouts.group_ids), tree, stats, [5.0, 4.0])], "t")
+    assert "token 3 (surprisal 5.00), token 7 (surprisal 4.00)" in page
+    assert "+1.22" in page and "-2.08" in page  # the spec's z-scored spans
+    assert page.count("rgba(220,40,40") >= 3 and page.count("rgba(0,160,60") >= 5
+    assert "der rote Hund" in page and torch.equal(stats.boundaries, torch.tensor([[3, 7]]))

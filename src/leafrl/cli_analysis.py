@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
     app.command()(compare)
     app.command()(forks)
     app.command()(credit)
+    app.command()(inspect)
 
 
 def eval_(
@@ -256,3 +257,60 @@ def credit(
              "credit assignment on the same rollouts", "bars: 95% bootstrap intervals over items; dashed: chance "
              "(AUC 0.5)", reference_lines={labels["auc"]: 0.5})
     console.print(f"table in {out / 'credit.json'}, plot in {out / 'credit.png'}")
+
+
+def inspect(
+    rollouts: Path | None = typer.Option(None, help="a rollout file or a `leafrl train` run directory (its newest "
+                                         "saved rollouts)", show_default="sample from --model on --data"),
+    model: str | None = typer.Option(None, help="hub name or HF directory (when sampling)",
+                                     show_default="the built-in base model"),
+    adapter: Path | None = typer.Option(None, help="a LoRA adapter (when sampling)"),
+    data: str | None = typer.Option(None, help="data directory or saved dataset (when sampling)",
+                                    show_default="the built-in task"),
+    split: str = typer.Option("valid", help="the split to sample from"),
+    items: int = typer.Option(2, help="groups shown: the first N of the file or split"),
+    html_out: Path = typer.Option(Path("runs/inspect.html"), "--html", help="the self-contained HTML page"),
+    set_: list[str] = typer.Option([], "--set", help="a TrainConfig setting, e.g. leaf.fork_budget=3"),
+    quiet: bool = typer.Option(False, help="print nothing but the file written"),
+) -> None:
+    """The recovered tree of real rollouts: K responses per prompt with LEAF's boundaries (and
+    their surprisal), the shared prefixes, node values and sizes, each span coloured by its
+    advantage beside GRPO's one advantage per response; in the terminal and as one HTML file."""
+    import torch
+
+    from leafrl.advantages import grpo_advantages, leaf_advantages
+    from leafrl.config import load_config
+    from leafrl.rollout.record import group_tensors, load_rollouts, record_groups
+    from leafrl.viz.html import GroupView, render_html
+    from leafrl.viz.tree import render_group
+
+    console = Console()
+    if rollouts is not None:
+        saved = load_rollouts(rollouts)
+        config_file = Path(saved["path"]).parent.parent / "config.yaml"
+        cfg = load_config(TrainConfig, config_file if config_file.is_file() else None, set_)
+        groups, source = saved["groups"][:items], f"{saved['path']} (step {saved['step']})"
+    else:
+        cfg = train_config(model, data, None, set_, console)
+        sampled, speech = _rollouts(cfg, adapter, split, items, Console(quiet=quiet), quiet)
+        groups = record_groups(speech, sampled.examples, sampled.ids, sampled.mask, sampled.surprisal,
+                               sampled.rewards, cfg.rollout.rollout_budget, items)
+        source = f"{cfg.model} on {split} of {cfg.data}"
+    views = []
+    for g in groups:
+        ids, mask, surprisal, rewards = group_tensors(g)
+        zeros = torch.zeros(len(ids), dtype=torch.long)
+        _, stats, tree = leaf_advantages(ids, mask, surprisal, rewards.float(), zeros, cfg.leaf, return_tree=True)
+        bounds = [p for p in stats.boundaries[0].tolist() if p >= 0]
+        score = torch.where(mask, surprisal, -torch.inf)
+        views.append(GroupView(f"{g['id']} ({g['task']})", g["prompt"], g["reference"],
+                               [r["pieces"] for r in g["responses"]], rewards,
+                               grpo_advantages(rewards.float(), zeros, cfg.grpo_std_floor), tree, stats,
+                               [float(score[:, p].max()) for p in bounds]))
+        if not quiet:
+            console.rule(f"{g['id']}: {g['reference']}")
+            console.print(render_group(views[-1].pieces, rewards, views[-1].grpo, tree, stats, sep="",
+                                       boundary_surprisal=views[-1].boundary_surprisal))
+    html_out.parent.mkdir(parents=True, exist_ok=True)
+    html_out.write_text(render_html(views, f"LEAF trees: {source}"), encoding="utf-8")
+    console.print(f"HTML page in {html_out}")

@@ -19,8 +19,11 @@ def _style(value: float, scale: float) -> str:
 
 
 def render_group(tokens: list[list[str]], rewards: torch.Tensor, grpo: torch.Tensor,
-                 tree: LeafTree, stats: LeafStats) -> Group:
-    """One group's responses (``tokens[k]`` the words of row k) with LEAF span credit."""
+                 tree: LeafTree, stats: LeafStats, sep: str = " ",
+                 boundary_surprisal: list[float] | None = None) -> Group:
+    """One group's responses (``tokens[k]`` the tokens of row k, joined by ``sep``: " " for
+    words, "" for decoded subword pieces) with LEAF span credit; ``boundary_surprisal``: the
+    score each boundary was chosen by."""
     scale = float(tree.span_advantage[tree.span_valid].abs().max()) if tree.span_valid.any() else 1.0
     table = Table(title="LEAF span advantages vs GRPO (one advantage per response)", expand=True)
     table.add_column("#", justify="right")
@@ -32,7 +35,7 @@ def render_group(tokens: list[list[str]], rewards: torch.Tensor, grpo: torch.Ten
         for s in torch.nonzero(tree.span_valid[k]).flatten().tolist():
             start, end = int(tree.span_start[k, s]), int(tree.span_end[k, s])
             value = float(tree.span_advantage[k, s])
-            line.append(" ".join(words[start:end]), style=_style(value, scale))
+            line.append(sep.join(words[start:end]), style=_style(value, scale))
             line.append(f" [{value:+.2f}]  ", style="italic")
         table.add_row(str(k + 1), f"{float(rewards[k]):.2f}", Text(f"{float(grpo[k]):+.2f}",
                       style=_style(float(grpo[k]), float(grpo.abs().max()))), line)
@@ -46,8 +49,10 @@ def render_group(tokens: list[list[str]], rewards: torch.Tensor, grpo: torch.Ten
             value = float(rewards[members].double().mean())
             nodes.add_row(str(p), ", ".join(str(k + 1) for k in members), f"{value:.3f}",
                           str(len(members)))
+    shown = str(bounds) if boundary_surprisal is None else \
+        "[" + ", ".join(f"{p} (surprisal {s:.2f})" for p, s in zip(bounds, boundary_surprisal)) + "]"
     summary = Text(
-        f"boundaries {bounds}   root value {float(rewards.mean()):.3f}   "
+        f"boundaries {shown}   root value {float(rewards.mean()):.3f}   "
         f"fork-fire {stats.fork_fire_rate:.2f}   usable {stats.usable_fork_fire_rate:.2f}   "
         f"spans/response {stats.spans_per_response:.2f}   shared tokens {stats.shared_token_frac:.0%}"
     )
