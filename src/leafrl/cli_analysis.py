@@ -54,7 +54,7 @@ def compare(
     from leafrl.compare import compare as run_compare
     from leafrl.compare import parse_arms
 
-    console = Console(quiet=quiet)
+    console = Console()  # --quiet hides the progress bars only
     arms = parse_arms(algos)
     base = train_config(model, data, config, set_, console, steps=steps)
     summary = run_compare(base, arms, _seeds(seeds), out, jobs=jobs, console=console, quiet=quiet)
@@ -101,7 +101,7 @@ def eval_(
     from leafrl.tracking import progress_bar
     from leafrl.viz.runs import metrics_table
 
-    console = Console(quiet=quiet)
+    console = Console()  # --quiet hides the progress bars only
     cfg = train_config(model, data, None, set_, console)
     examples = list(load_split(cfg.data, split))[:limit]
     if not examples:
@@ -180,7 +180,7 @@ def forks(
     from leafrl.eval.analysis import fork_rates
     from leafrl.viz.plots import rate_plot
 
-    console = Console(quiet=quiet)
+    console = Console()  # --quiet hides the progress bars only
     models = model or [None]
     adapters = adapter or ["none"] * len(models)
     if len(adapters) != len(models):
@@ -232,7 +232,7 @@ def credit(
     from leafrl.eval.analysis import credit_report
     from leafrl.viz.plots import bar_plot
 
-    console = Console(quiet=quiet)
+    console = Console()  # --quiet hides the progress bars only
     cfg = train_config(model, data, None, set_, console)
     rollouts, speech = _rollouts(cfg, adapter, split, limit, console, quiet)
     references = [speech.tokenizer(ex.reference, add_special_tokens=False).input_ids for ex in rollouts.examples]

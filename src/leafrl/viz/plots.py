@@ -20,9 +20,15 @@ def _figure(panels: int, width: float = 6.4):
 
 
 def _save(plt, fig, path: Path, caption: str | None) -> None:
+    """Write the figure with ``caption`` under it, wrapped to the figure's width."""
+    import textwrap
+
+    bottom = 0.0
     if caption:
-        fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, color="0.35")
-    fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
+        text = textwrap.fill(caption, width=int(fig.get_figwidth() * 15))
+        fig.text(0.5, 0.01, text, ha="center", va="bottom", fontsize=8, color="0.35")
+        bottom = (0.03 + 0.035 * text.count("\n")) * 4.4 / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom + 0.02 if caption else 0, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
