@@ -97,7 +97,6 @@ def eval_(
     from leafrl.data import load_split
     from leafrl.eval.evaluate import evaluate, metrics_report
     from leafrl.eval.metrics import meteor_matching
-    from leafrl.models import load_speech_lm
     from leafrl.tracking import progress_bar
     from leafrl.viz.runs import metrics_table
 
@@ -106,13 +105,7 @@ def eval_(
     examples = list(load_split(cfg.data, split))[:limit]
     if not examples:
         raise ValueError(f"--data {cfg.data}: split {split!r} has no rows")
-    policy, speech = load_speech_lm(cfg.model)
-    if adapter is not None:
-        from peft import PeftModel
-
-        from leafrl.checkpoint import adapter_dir
-
-        policy = PeftModel.from_pretrained(policy, str(adapter_dir(adapter)))
+    policy, speech = _policy(cfg, adapter)
     with progress_bar("eval", console, quiet) as bar:
         task = bar.add_task("eval", total=len(examples), info=f"greedy + {passes} sampled")
         result = evaluate(policy, speech, examples, max_new_tokens=cfg.rollout.max_new_tokens, sampled_passes=passes,
