@@ -199,7 +199,7 @@ def test_other_families_train_through_the_same_loop(setting, tmp_path, family):
 def test_out_of_memory_says_what_to_lower(setting, tmp_path, monkeypatch):
     import leafrl.trainer
 
-    def exhausted(run, step):
+    def exhausted(run, step, record=None):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(leafrl.trainer, "train_step", exhausted)
