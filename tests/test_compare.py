@@ -72,6 +72,7 @@ def test_report_numbers_on_known_runs(tmp_path):
     assert summary["diff_ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-5)
     assert summary["diff_sampled_mean"] == pytest.approx(1.0)  # 20, 21, 22 vs 20
     assert summary["seeds"] == [0, 1, 2] and summary["steps"] == 4
+    assert summary["wall_seconds"] == 120.0 and summary["run_seconds_total"] == 6 * 60.0
     # LEAF's mean curve is 10, 31, 32 at steps 0, 2, 4: it passes GRPO's final 30 at step 2
     assert summary["diffs"]["leaf"]["steps_to_reach_reference"] == 2
     leaf = summary["arms"]["leaf"]["valid_bleu"]

@@ -218,7 +218,8 @@ def write_report(out: Path, arms: Sequence[Arm], seeds: Sequence[int], base: Tra
 
     results = {arm.name: {s: load_run(out / "runs" / arm.slug / f"seed-{s}") for s in seeds} for arm in arms}
     summary = summarize(arms, seeds, results)
-    summary["wall_seconds"] = wall_seconds
+    summary["wall_seconds"] = wall_seconds  # this invocation's: it reuses finished runs
+    summary["run_seconds_total"] = sum(r["summary"]["wall_seconds"] for runs in results.values() for r in runs.values())
 
     def series(key: str, smooth: int = 1) -> dict[str, tuple[list[int], list[list[float]]]]:
         found = {arm.name: curve(list(results[arm.name].values()), key) for arm in arms}
@@ -229,8 +230,8 @@ def write_report(out: Path, arms: Sequence[Arm], seeds: Sequence[int], base: Tra
               "held-out BLEU (lowercased) vs RL step", "BLEU", f"mean over {len(seeds)} seeds; band: min to max")
     band_plot(out / "reward.png", [("training reward", series("reward_mean", 10))], "training reward vs step",
               "mean reward", f"rolling mean over 10 steps; band: min to max over {len(seeds)} seeds")
-    forks = series("fork_fire_rate", 10)
-    usable = {f"{name} (usable)": s for name, s in series("usable_fork_fire_rate", 10).items()}
+    forks = {f"{name}: fires": s for name, s in series("fork_fire_rate", 10).items()}
+    usable = {f"{name}: usable": s for name, s in series("usable_fork_fire_rate", 10).items()}
     if forks:
         band_plot(out / "forks.png", [("fork-fire rate", {**forks, **usable})], "LEAF fork-fire rate vs step",
                   "share of boundaries", "rolling mean over 10 steps; usable: a node whose value differs from "
@@ -288,7 +289,8 @@ def report_text(summary: dict, base: TrainConfig, arms: Sequence[Arm], forks: bo
     lines += ["## Plots", "", "![held-out BLEU](bleu.png)", "", "![training reward](reward.png)", ""]
     if forks:
         lines += ["![fork-fire rate](forks.png)", ""]
-    lines += [f"Wall time of the comparison: {summary['wall_seconds'] / 60:.1f} min.", "",
+    lines += [f"Wall time of the command that wrote this report: {summary['wall_seconds'] / 60:.1f} min (finished runs "
+              f"are reused); the runs' own wall times add up to {summary['run_seconds_total'] / 60:.1f} min.", "",
               "## Settings", "", "Every run: these settings, with the arm's overrides, `algo` and `seed`.", "",
               "```yaml", yaml.safe_dump({k: v for k, v in to_dict(base).items() if k not in ("out", "seed")},
                                         sort_keys=False).rstrip(), "```", "",
