@@ -17,6 +17,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 BUILT_IN = ("bleu", "chrf", "wer", "exact", "f1")
 
@@ -90,3 +91,12 @@ def compute_rewards(reward: Callable[[str, str], float], predictions: Sequence[s
                              f"(prediction {prediction[:60]!r})")
         out.append(float(value))
     return out
+
+
+def group_rewards(reward: Callable[[str, str], float], texts: Sequence[str], examples: Sequence[Any],
+                  k: int) -> list[float]:
+    """Rewards of K responses per example: ``texts[i * k + j]`` is response j to ``examples[i]``
+    (errors name it ``id#j``)."""
+    refs = [ex.reference for ex in examples for _ in range(k)]
+    return compute_rewards(reward, texts, refs, [f"{ex.id}#{j}" for ex in examples for j in range(k)])
+

@@ -42,7 +42,7 @@ from leafrl.models import (
     slice_rows,
     trim_padding,
 )
-from leafrl.rewards import compute_rewards, resolve_reward
+from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import Completions, generate_completions
 from leafrl.rollout.record import record_groups, save_rollouts
@@ -145,11 +145,7 @@ def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Comp
 
 def score(run: Run, prompts: list[Any], completions: Completions) -> torch.Tensor:
     """Rewards [N] of the decoded responses against each prompt's reference."""
-    k = run.cfg.rollout.rollout_budget
-    texts = run.adapter.decode(completions.ids)
-    refs = [ex.reference for ex in prompts for _ in range(k)]
-    ids = [f"{ex.id}#{j}" for ex in prompts for j in range(k)]
-    rewards = compute_rewards(run.reward, texts, refs, ids)
+    rewards = group_rewards(run.reward, run.adapter.decode(completions.ids), prompts, run.cfg.rollout.rollout_budget)
     return torch.tensor(rewards, dtype=torch.float32, device=completions.ids.device)
 
 

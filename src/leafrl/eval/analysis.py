@@ -16,7 +16,7 @@ import torch
 
 from leafrl.advantages import BOUNDARIES, NORMALIZE, TERMS, LeafConfig, grpo_advantages, leaf_advantages
 from leafrl.eval.stats import wilson
-from leafrl.rewards import compute_rewards, resolve_reward
+from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
 
@@ -59,11 +59,8 @@ def sample_rollouts(model: Any, adapter: Any, examples: Sequence[Any], cfg: Any,
 
     ids, mask, surprisal = cat("ids", adapter.pad_token_id), cat("mask", False), cat("surprisal", math.nan)
     texts = adapter.decode(ids)
-    k = r.rollout_budget
-    refs = [ex.reference for ex in examples for _ in range(k)]
-    rewards = compute_rewards(resolve_reward(cfg.reward), texts, refs, [f"{ex.id}#{j}" for ex in examples
-                                                                        for j in range(k)])
-    groups = torch.arange(len(examples)).repeat_interleave(k)
+    rewards = group_rewards(resolve_reward(cfg.reward), texts, examples, r.rollout_budget)
+    groups = torch.arange(len(examples)).repeat_interleave(r.rollout_budget)
     return Rollouts(list(examples), ids, mask, surprisal.nan_to_num(0.0), torch.tensor(rewards, dtype=torch.float64),
                     groups, texts)
 
