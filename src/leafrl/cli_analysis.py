@@ -11,6 +11,12 @@ from rich.console import Console
 
 from leafrl.config import TrainConfig
 
+# options several commands share (typer reads an Option's declaration; it holds no value)
+MODEL = typer.Option(None, help="hub name or HF directory", show_default="the built-in base model")
+DATA = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task")
+SAMPLED_SPLIT = typer.Option("train", help="the split whose items are sampled")
+SAMPLED_ITEMS = typer.Option(200, help="items (each gets K responses)")
+
 
 def train_config(model: str | None, data: str | None, config: Path | None, set_: list[str], console: Console,
                  **given) -> TrainConfig:
@@ -36,8 +42,8 @@ def _seeds(spec: str) -> list[int]:
 
 
 def compare(
-    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in base model"),
-    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
+    model: str | None = MODEL,
+    data: str | None = DATA,
     out: Path = typer.Option(Path("runs/compare"), help="report directory (runs go to OUT/runs)"),
     seeds: str = typer.Option("5", help="a count S (seeds 0..S-1) or a list 1,2,3"),
     steps: int | None = typer.Option(None, help="RL steps per run", show_default="train's"),
@@ -76,10 +82,10 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_(
-    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in base model"),
+    model: str | None = MODEL,
     adapter: Path | None = typer.Option(None, help="a LoRA adapter: its directory, a checkpoint or a `leafrl train` "
                                         "run directory (its latest checkpoint)"),
-    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
+    data: str | None = DATA,
     split: str = typer.Option("valid", help="the split to evaluate"),
     limit: int | None = typer.Option(None, help="the first N rows only"),
     passes: int = typer.Option(5, help="sampled passes beside the greedy one (paper: 5, T 0.9, top-p 0.9)"),
@@ -94,7 +100,6 @@ def eval_(
     greedy pass and the mean +- std over sampled passes, per task."""
     import json
 
-    from leafrl.data import load_split
     from leafrl.eval.evaluate import evaluate, metrics_report
     from leafrl.eval.metrics import meteor_matching
     from leafrl.tracking import progress_bar
@@ -102,9 +107,7 @@ def eval_(
 
     console = Console()  # --quiet hides the progress bars only
     cfg = train_config(model, data, None, set_, console)
-    examples = list(load_split(cfg.data, split))[:limit]
-    if not examples:
-        raise ValueError(f"--data {cfg.data}: split {split!r} has no rows")
+    examples = _examples(cfg, split, limit)
     policy, speech = _policy(cfg, adapter)
     with progress_bar("eval", console, quiet) as bar:
         task = bar.add_task("eval", total=len(examples), info=f"greedy + {passes} sampled")
@@ -125,6 +128,16 @@ def eval_(
                   f"predictions and metrics in {out}")
 
 
+def _examples(cfg: TrainConfig, split: str, limit: int | None) -> list:
+    """The first ``limit`` rows of ``split`` of ``cfg.data``; ValueError when there are none."""
+    from leafrl.data import load_split
+
+    examples = list(load_split(cfg.data, split))[:limit]
+    if not examples:
+        raise ValueError(f"--data {cfg.data}: split {split!r} has no rows")
+    return examples
+
+
 def _policy(cfg: TrainConfig, adapter: Path | None):
     """(model, speech adapter) of ``cfg.model``, with the LoRA adapter ``adapter`` applied."""
     from leafrl.models import load_speech_lm
@@ -141,13 +154,10 @@ def _policy(cfg: TrainConfig, adapter: Path | None):
 
 def _rollouts(cfg: TrainConfig, adapter: Path | None, split: str, limit: int, console: Console, quiet: bool):
     """The first ``limit`` items of ``split``, K sampled responses each (``analysis.sample_rollouts``)."""
-    from leafrl.data import load_split
     from leafrl.eval.analysis import sample_rollouts
     from leafrl.tracking import progress_bar
 
-    examples = list(load_split(cfg.data, split))[:limit]
-    if not examples:
-        raise ValueError(f"--data {cfg.data}: split {split!r} has no rows")
+    examples = _examples(cfg, split, limit)
     model, speech = _policy(cfg, adapter)
     with progress_bar("sampling", console, quiet) as bar:
         task = bar.add_task("sampling", total=len(examples), info=f"K = {cfg.rollout.rollout_budget}")
@@ -159,9 +169,9 @@ def forks(
     model: list[str] = typer.Option([], help="hub name or HF directory; repeat to overlay models",
                                     show_default="the built-in base model"),
     adapter: list[str] = typer.Option([], help="a LoRA adapter per --model (\"none\" for none); repeat"),
-    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
-    split: str = typer.Option("train", help="the split whose items are sampled"),
-    limit: int = typer.Option(200, help="items (each gets K responses)"),
+    data: str | None = DATA,
+    split: str = SAMPLED_SPLIT,
+    limit: int = SAMPLED_ITEMS,
     out: Path = typer.Option(Path("runs/forks"), help="where forks.csv and forks.png go"),
     set_: list[str] = typer.Option([], "--set", help="a TrainConfig setting, e.g. leaf.fork_budget=4"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -207,11 +217,11 @@ def forks(
 
 
 def credit(
-    model: str | None = typer.Option(None, help="hub name or HF directory", show_default="the built-in base model"),
+    model: str | None = MODEL,
     adapter: Path | None = typer.Option(None, help="a LoRA adapter (directory, checkpoint or run)"),
-    data: str | None = typer.Option(None, help="data directory or saved dataset", show_default="the built-in task"),
-    split: str = typer.Option("train", help="the split whose items are sampled"),
-    limit: int = typer.Option(200, help="items (each gets K responses)"),
+    data: str | None = DATA,
+    split: str = SAMPLED_SPLIT,
+    limit: int = SAMPLED_ITEMS,
     out: Path = typer.Option(Path("runs/credit"), help="where credit.json and credit.png go"),
     set_: list[str] = typer.Option([], "--set", help="a TrainConfig setting, e.g. rollout.temperature=0.9"),
     quiet: bool = typer.Option(False, help="no progress bar"),
