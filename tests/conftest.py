@@ -23,6 +23,16 @@ def tiny_sallm():
     return model.eval(), adapter
 
 
+def save_tiny_sallm(path):
+    """A tiny SALLM (model and processor) saved to ``path`` in the HF layout; returns ``path``."""
+    from leafrl.models.tiny import build_tiny_sallm
+
+    model, processor = build_tiny_sallm(TEXTS, TINY)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 def noise(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
     return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
 

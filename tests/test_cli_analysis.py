@@ -5,13 +5,12 @@ import math
 
 import pytest
 
-from conftest import TEXTS, TINY, tone_dataset
+from conftest import save_tiny_sallm, tone_dataset
 from leafrl.cli import main
 from leafrl.config import TrainConfig, apply_overrides
 from leafrl.data.schema import Example
 from leafrl.eval.evaluate import EvalResult, Evaluation, metrics_report
 from leafrl.eval.metrics import text_metrics
-from leafrl.models.tiny import build_tiny_sallm
 from leafrl.trainer import train
 
 
@@ -20,9 +19,7 @@ def trained(tmp_path_factory):
     """(data, model, run): a tiny SALLM and a 2-step LEAF run on the tone task."""
     root = tmp_path_factory.mktemp("analysis")
     data = tone_dataset(root / "data", n_train=8, n_valid=4)
-    model, processor = build_tiny_sallm(TEXTS, TINY)
-    model.save_pretrained(root / "model")
-    processor.save_pretrained(root / "model")
+    save_tiny_sallm(root / "model")
     cfg = apply_overrides(TrainConfig(), [
         f"data={data}", f"model={root / 'model'}", f"out={root / 'run'}", "steps=2", "eval_every=100",
         "eval_examples=4", "eval_sampled_passes=0", "rollout.rollout_budget=3", "rollout.prompts_per_step=2",

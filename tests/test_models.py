@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, TINY
+from conftest import TEXTS, save_tiny_sallm
 from leafrl.audio.io import AudioError
 from leafrl.models import (
     EMBEDDED_KEYS,
@@ -22,19 +22,13 @@ from leafrl.models import (
     split_rows,
     trim_padding,
 )
-from leafrl.models.tiny import build_tiny_sallm, train_tokenizer
+from leafrl.models.tiny import train_tokenizer
 from leafrl.rollout.hf import generate_completions
 
 GRANITE_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
 GRANITE_TEMPLATE = ("{% for m in messages %}<|start_of_role|>{{ m['role'] }}<|end_of_role|>"
                     "{{ m['content'] }}<|end_of_text|>\n{% endfor %}"
                     "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}")
-
-
-def save_qwen2_audio(path):
-    model, processor = build_tiny_sallm(TEXTS, TINY)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
 
 
 def granite_parts():
@@ -90,7 +84,7 @@ def save_text(path):
     tok.save_pretrained(path)
 
 
-SAVERS = {"qwen2_audio": save_qwen2_audio, "granite_speech": save_granite, "text": save_text}
+SAVERS = {"qwen2_audio": save_tiny_sallm, "granite_speech": save_granite, "text": save_text}
 
 
 @pytest.fixture(scope="module", params=sorted(SAVERS))

@@ -12,10 +12,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import TEXTS, TINY, tone_dataset
+from conftest import TEXTS, save_tiny_sallm, tone_dataset
 from leafrl.checkpoint import latest_checkpoint
 from leafrl.config import TrainConfig, apply_overrides, save_config
-from leafrl.models.tiny import build_tiny_sallm
 from leafrl.rollout.record import group_tensors, load_rollouts
 from leafrl.trainer import train
 
@@ -38,9 +37,7 @@ def test_defaults_are_the_papers():
 def setting(tmp_path_factory):
     root = tmp_path_factory.mktemp("rl")
     data = tone_dataset(root / "data", n_train=12, n_valid=4)
-    model, processor = build_tiny_sallm(TEXTS, TINY)
-    model.save_pretrained(root / "model")
-    processor.save_pretrained(root / "model")
+    save_tiny_sallm(root / "model")
     return data, root / "model"
 
 
