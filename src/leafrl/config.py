@@ -87,14 +87,11 @@ class SFTConfig:
     """An optional system prompt."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "align_batch_size", "length_buckets", "eval_every", "eval_examples",
-                     "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.align_steps < 0:
-            raise ValueError(f"SFTConfig.align_steps must be >= 0, got {self.align_steps}")
-        if not (self.lr > 0 and 0 <= self.warmup_frac < 1 and 0 <= self.min_lr_ratio <= 1):
-            raise ValueError("SFTConfig: need lr > 0, 0 <= warmup_frac < 1, 0 <= min_lr_ratio <= 1")
+        at_least_one = ("steps", "batch_size", "align_batch_size", "length_buckets", "eval_every", "eval_examples",
+                        "max_new_tokens")
+        require("SFTConfig", [(name, getattr(self, name), getattr(self, name) >= 1, ">= 1") for name in at_least_one]
+                + [("align_steps", self.align_steps, self.align_steps >= 0, ">= 0")]
+                + optimizer_checks(self, "") + lora_checks(self.lora_settings))
 
 
 @dataclass
@@ -179,21 +176,63 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.rollout.surprisal must be one of {SURPRISAL_SOURCES}")
         if self.loss.agg not in AGGREGATIONS:
             raise ValueError(f"TrainConfig.loss.agg must be one of {AGGREGATIONS}, got {self.loss.agg!r}")
-        for name in ("steps", "eval_every", "eval_examples", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1")
-        for name in ("eval_sampled_passes", "record_groups"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0")
-        for name in ("minibatch", "epochs", "micro_batch"):
-            if getattr(self.optim, name) < 1:
-                raise ValueError(f"TrainConfig.optim.{name} must be >= 1, got {getattr(self.optim, name)}")
-        r = self.rollout
-        if r.temperature <= 0:
-            raise ValueError(f"TrainConfig.rollout.temperature must be > 0, got {r.temperature}")
-        if r.rollout_budget < 1 or r.prompts_per_step < 1 or r.max_new_tokens < 1 or not 0 < r.top_p <= 1:
-            raise ValueError("TrainConfig.rollout: need rollout_budget, prompts_per_step, max_new_tokens >= 1 "
-                             "and 0 < top_p <= 1")
+        r, o, s = self.rollout, self.optim, self.loss
+        require("TrainConfig", [
+            *[(name, getattr(self, name), getattr(self, name) >= 1, ">= 1")
+              for name in ("steps", "eval_every", "eval_examples", "save_every")],
+            *[(name, getattr(self, name), getattr(self, name) >= 0, ">= 0")
+              for name in ("eval_sampled_passes", "record_groups")],
+            ("grpo_std_floor", self.grpo_std_floor, self.grpo_std_floor >= 0, ">= 0"),
+            ("rollout.rollout_budget", r.rollout_budget, r.rollout_budget >= 2,
+             ">= 2 (the advantages compare a prompt's K responses: with one, every advantage is 0)"),
+            *[(f"rollout.{name}", getattr(r, name), getattr(r, name) >= 1, ">= 1")
+              for name in ("prompts_per_step", "max_new_tokens")],
+            ("rollout.temperature", r.temperature, r.temperature > 0, "> 0"),
+            ("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]"),
+            *[(f"optim.{name}", getattr(o, name), getattr(o, name) >= 1, ">= 1")
+              for name in ("minibatch", "epochs", "micro_batch")],
+            *optimizer_checks(o, "optim."),
+            *[(f"optim.{name}", getattr(o, name), 0 <= getattr(o, name) < 1, "in [0, 1)")
+              for name in ("beta1", "beta2")],
+            *[(f"loss.{name}", getattr(s, name), getattr(s, name) >= 0, ">= 0")
+              for name in ("clip_low", "clip_high", "beta")],
+            *lora_checks(self.lora_settings),
+        ])
+
+
+def require(where: str, checks: list[tuple[str, Any, bool, str]]) -> None:
+    """Raise ValueError naming the first setting ``(name, value, ok, what it must be)`` not ok."""
+    for name, value, ok, need in checks:
+        if not ok:
+            raise ValueError(f"{where}.{name} must be {need}, got {value!r}")
+
+
+def optimizer_checks(settings: Any, prefix: str) -> list[tuple[str, Any, bool, str]]:
+    """The learning-rate schedule and clipping settings shared by SFTConfig and TrainConfig.optim."""
+    s = settings
+    return [(f"{prefix}lr", s.lr, s.lr > 0, "> 0"),
+            (f"{prefix}warmup_frac", s.warmup_frac, 0 <= s.warmup_frac < 1, "in [0, 1)"),
+            (f"{prefix}min_lr_ratio", s.min_lr_ratio, 0 <= s.min_lr_ratio <= 1, "in [0, 1]"),
+            (f"{prefix}weight_decay", s.weight_decay, s.weight_decay >= 0, ">= 0"),
+            (f"{prefix}grad_clip", s.grad_clip, s.grad_clip > 0, "> 0")]
+
+
+def lora_checks(lora: LoraSettings) -> list[tuple[str, Any, bool, str]]:
+    return [("lora_settings.rank", lora.rank, lora.rank >= 1, ">= 1"),
+            ("lora_settings.alpha", lora.alpha, lora.alpha > 0, "> 0"),
+            ("lora_settings.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)")]
+
+
+def resolve_paths(cfg: C) -> C:
+    """``cfg`` (a TrainConfig or SFTConfig) with ``out`` absolute, and ``model`` and ``data`` absolute
+    when they name local paths (a hub name stays as it is): the config saved in a run directory
+    then means the same from any working directory."""
+    def local(value: str | None) -> str | None:
+        path = None if value is None else Path(value).expanduser()
+        return str(path.resolve()) if path is not None and path.exists() else value
+
+    return dataclasses.replace(cfg, out=str(Path(cfg.out).expanduser().resolve()), model=local(cfg.model),
+                               data=local(cfg.data))
 
 
 def to_dict(cfg: Any) -> dict:
