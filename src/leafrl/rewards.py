@@ -3,7 +3,8 @@
 Built in: ``bleu`` (sentence BLEU / 100, cased, sacrebleu: the paper's training reward),
 ``chrf`` (sentence chrF / 100), ``wer`` (1 - WER with jiwer, floored at 0), ``exact`` (exact
 match after normalization) and ``f1`` (token F1 after normalization). Or ``module:function``:
-any importable ``function(prediction: str, reference: str) -> float``.
+any importable ``function(prediction: str, reference: str) -> float``; an exception it raises
+is reported with the function's name and the example.
 
 Whitespace in predictions is normalized (stripped, runs collapsed) before scoring. A reward
 that is not a finite number raises ValueError naming the example.
@@ -82,10 +83,16 @@ def resolve_reward(name: str) -> Callable[[str, str], float]:
 
 def compute_rewards(reward: Callable[[str, str], float], predictions: Sequence[str],
                     references: Sequence[str], ids: Sequence[str]) -> list[float]:
-    """One reward per prediction; raises ValueError naming the example if one is not finite."""
+    """One reward per prediction. A reward that raises, or returns anything but a finite number,
+    raises ValueError naming the reward function (``module:function``) and the example."""
     out = []
     for prediction, reference, row_id in zip(predictions, references, ids, strict=True):
-        value = reward(" ".join(prediction.split()), reference)
+        try:
+            value = reward(" ".join(prediction.split()), reference)
+        except Exception as err:  # a user's function: any exception, named with its row
+            name = f"{getattr(reward, '__module__', '?')}:{getattr(reward, '__qualname__', repr(reward))}"
+            raise ValueError(f"reward {name} raised {type(err).__name__} on example {row_id!r}: {err} "
+                             f"(prediction {prediction[:60]!r})") from err
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             raise ValueError(f"example {row_id!r}: reward {value!r} is not a finite number "
                              f"(prediction {prediction[:60]!r})")
