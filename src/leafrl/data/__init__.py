@@ -6,7 +6,7 @@ the row id (or line).
 """
 
 from leafrl.data.schema import DataError, Example, example_from_row
-from leafrl.data.sources import count_rows, load_split, read_hf_dataset, read_manifest
+from leafrl.data.sources import count_rows, load_split, read_hf_dataset, read_manifest, split_source
 from leafrl.data.templates import AST_EVAL_PROMPT, TASK_AST, TASK_SQA, ast_prompt, sqa_prompt
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "load_split",
     "read_hf_dataset",
     "read_manifest",
+    "split_source",
     "sqa_prompt",
 ]

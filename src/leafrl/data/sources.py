@@ -31,16 +31,21 @@ VALID_NAMES = ("valid", "validation", "dev")
 def read_manifest(path: str | Path) -> Iterator[Example]:
     """Yield the Examples of a JSONL manifest, one line at a time.
 
-    Blank lines are skipped. Bad JSON, a bad row, a missing audio file or a repeated id raises
-    DataError naming ``path:line`` and the row id.
+    Blank lines are skipped. Bytes that are not UTF-8, bad JSON, a bad row, a missing audio file
+    or a repeated id raise DataError naming ``path:line`` and the row id; so does a file with no rows.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
     base_dir = path.resolve().parent
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{line_no}: not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                                f"{err.start + 1}); save the file as UTF-8") from err
             if not line.strip():
                 continue
             try:
@@ -52,6 +57,8 @@ def read_manifest(path: str | Path) -> Iterator[Example]:
                 raise DataError(f"{path}:{line_no}: duplicate id {example.id!r}")
             seen.add(example.id)
             yield example
+    if not seen:
+        raise DataError(f"{path}: no rows (the file is empty)")
 
 
 def is_saved_dataset(path: str | Path) -> bool:
@@ -135,6 +142,7 @@ def read_hf_dataset(path_or_name: str | Path, split: str | None, *, audio_column
     ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
     base_dir = Path(path_or_name) if Path(path_or_name).is_dir() else None
     used = {audio_column, prompt_column, reference_column, id_column, "task"}
+    index = None
     for index, row in enumerate(ds):
         row_id = f"{split or 'row'}-{index}" if id_column is None else row[id_column]
         row_id = str(row_id) if isinstance(row_id, int) else row_id
@@ -146,6 +154,8 @@ def read_hf_dataset(path_or_name: str | Path, split: str | None, *, audio_column
                 raise DataError(f"{where}: {name} must be a non-empty string, got {value!r}")
         meta = {k: v for k, v in row.items() if k not in used and isinstance(v, str | int | float | bool)}
         yield Example(audio=_hf_audio(row[audio_column], base_dir, where), meta=meta, **text)
+    if index is None:
+        raise DataError(f"{source}: no rows")
 
 
 def manifest_path(data: str | Path, split: str) -> Path:
@@ -164,6 +174,11 @@ def load_split(data: str | Path, split: str) -> Iterator[Example]:
     if is_saved_dataset(data):
         return read_hf_dataset(data, split)
     return read_manifest(manifest_path(data, split))
+
+
+def split_source(data: str | Path, split: str) -> str:
+    """How errors name ``split`` of a data directory: its manifest file, or ``DATA[split]``."""
+    return f"{data}[{split}]" if is_saved_dataset(data) else str(manifest_path(data, split))
 
 
 def count_rows(data: str | Path, split: str) -> int:
