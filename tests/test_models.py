@@ -296,6 +296,31 @@ def test_audio_rows_are_checked(family):
             adapter.encode(prompts, [audios[0], too_long], ids)
 
 
+def test_prompt_lengths_counted_without_encoding_are_what_encode_makes(family):
+    """The start-up checks measure prompts from the text and the clip length alone
+    (preflight.prompt_tokens); that must be the length encode gives, for clips from too short
+    for one audio token up to a whole feature window."""
+    from types import SimpleNamespace
+
+    from leafrl.preflight import prompt_tokens, shortest_clip
+
+    _, _, adapter = family
+    texts = ["Translate the English speech into German.", "How many cars are there? " * 5, "Hi"]
+    examples = [SimpleNamespace(prompt=t) for t in texts]
+    system = "Answer briefly."
+    if adapter.sampling_rate is None:
+        inputs = adapter.encode([adapter.build_prompt(t, system) for t in texts], None, ["a", "b", "c"])
+        assert prompt_tokens(adapter, examples, [0, 0, 0], system) == inputs["attention_mask"].sum(1).tolist()
+        return
+    shortest = shortest_clip(adapter)
+    assert adapter.audio_tokens(shortest) >= 1 and adapter.audio_tokens(shortest - 1) < 1
+    window = int(adapter.sampling_rate * (adapter.max_audio_seconds or 4.0))
+    for lengths in ([shortest, shortest + 1, 2 * shortest + 7], [16000, 16001, window]):
+        audios = [np.full(n, 0.1, np.float32) for n in lengths]
+        inputs = adapter.encode([adapter.build_prompt(t, system) for t in texts], audios, ["a", "b", "c"])
+        assert prompt_tokens(adapter, examples, lengths, system) == inputs["attention_mask"].sum(1).tolist()
+
+
 def test_granite_modality_lora_is_merged_exactly(tmp_path):
     released = save_granite(tmp_path).eval()  # the base model with its modality LoRA on
     merged, adapter = load_speech_lm(str(tmp_path))

@@ -7,6 +7,9 @@ LoRA with peft; the reference policy is the same model with that adapter disable
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,11 +54,54 @@ def family_of(model_type: str) -> type:
 
 
 def load_speech_lm(name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, SpeechLMAdapter]:
-    """(model, adapter) for a hub name or a local directory in the standard HF layout."""
+    """(model, adapter) for a hub name or a local directory in the standard HF layout. A path that
+    is no model, a config.json that is not JSON and weights that do not load raise one ValueError
+    naming the path and the cause."""
+    from safetensors import SafetensorError
+
+    config = model_config(name_or_path)
+    try:
+        return family_of(config.model_type).load(name_or_path, dtype=dtype)
+    except (OSError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
+        raise ValueError(f"model {name_or_path}: cannot load it ({type(err).__name__}: {_first_line(err)})") from err
+
+
+def model_config(name_or_path: str) -> Any:
+    """The transformers config of a local model directory (checked first, so a mistake names the
+    path) or of a hub name."""
     from transformers import AutoConfig
 
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
-    return family_of(model_type).load(name_or_path, dtype=dtype)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        file = path / "config.json"
+        if not file.is_file():
+            raise ValueError(f"model {path}: no config.json there (not a model saved in the Hugging Face layout)")
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"model {file}: not valid JSON ({err})") from err
+    elif path.exists():
+        raise ValueError(f"model {path}: a file, not a model directory")
+    elif not HUB_NAME.fullmatch(str(name_or_path)):
+        raise ValueError(f"model directory not found: {name_or_path}")
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError, KeyError) as err:
+        where = "" if path.is_dir() else " (no such directory here, so it was looked up on the Hugging Face hub)"
+        raise ValueError(f"model {name_or_path}{where}: {_first_line(err)}") from err
+
+
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+"""A hub repository id ("name" or "owner/name"); anything else that is not a directory is a missing path."""
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence (prompt and response tokens) the language model takes, from its config."""
+    return getattr(model.config.get_text_config(), "max_position_embeddings", None)
 
 
 def attach_lora(model: Any, *, rank: int, alpha: int, dropout: float,
@@ -83,10 +129,12 @@ __all__ = [
     "attach_lora",
     "collate_rows",
     "completion_logprobs",
+    "context_length",
     "embed_prompts",
     "family_of",
     "generation_positions",
     "load_speech_lm",
+    "model_config",
     "prefill_prompts",
     "repeat_rows",
     "slice_rows",

@@ -38,6 +38,10 @@ class SpeechLMAdapter(Protocol):
         padded to the batch's longest clip do), so rows can be encoded once and batched later
         (``split_rows`` / ``collate_rows``).
 
+    Families with audio also give ``audio_tokens(samples) -> int``: the audio tokens a clip of
+    ``samples`` becomes in the prompt (below 1: too short for the encoder), which the start-up
+    checks (``leafrl.preflight``) use to measure prompts without encoding them.
+
     Optional, for ``leafrl sft``'s alignment stage of a model trained from scratch:
     ``audio_frames(model, inputs) -> (frames [N, S, D], lengths [N])``, the projected audio
     before it is merged with the text.

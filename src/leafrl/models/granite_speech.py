@@ -81,15 +81,18 @@ class GraniteSpeechAdapter:
             batch[i, : len(audio)] = torch.from_numpy(np.asarray(audio, dtype=np.float32))
         settings = {k: self.extractor[k] for k in ("n_fft", "win_length", "hop_length", "n_mels")}
         features = stacked_log_mel(batch, sampling_rate=self.sampling_rate, **settings)
-        n_audio = num_audio_features(
-            lengths, hop_length=self.extractor["hop_length"],
-            projector_window_size=self.extractor["projector_window_size"],
-            projector_downsample_rate=self.extractor["projector_downsample_rate"])
+        n_audio = [self.audio_tokens(n) for n in lengths]
         texts = [p.replace(self.audio_token, self.audio_token * n) for p, n in zip(prompts, n_audio)]
         tokens = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         mask = torch.arange(max(n_audio))[None, :] < torch.tensor(n_audio)[:, None]  # [N, A]
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
                 "input_features": features, "input_features_mask": mask}
+
+    def audio_tokens(self, samples: int) -> int:
+        """The ``<|audio|>`` tokens a clip of ``samples`` (at ``sampling_rate``) becomes."""
+        return num_audio_features([samples], hop_length=self.extractor["hop_length"],
+                                  projector_window_size=self.extractor["projector_window_size"],
+                                  projector_downsample_rate=self.extractor["projector_downsample_rate"])[0]
 
     def decode(self, completion_ids: torch.Tensor) -> list[str]:
         return self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)

@@ -64,6 +64,13 @@ class Qwen2AudioAdapter:
                                return_tensors="pt", padding=True)
         return {k: batch[k] for k in self.row_keys}
 
+    def audio_tokens(self, samples: int) -> int:
+        """The ``<|AUDIO|>`` tokens a clip of ``samples`` (at ``sampling_rate``) becomes, counted as
+        the processor counts them from the feature mask; below 1 the encoder has nothing to give."""
+        extractor = self.processor.feature_extractor
+        frames = -(-min(samples, extractor.n_samples) // extractor.hop_length)  # ceil
+        return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+
     def audio_frames(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The projected audio as the language model receives it, before merging with the text:
         (frames [N, S, D] padded, lengths [N] of real frames). Runs encoder and projector only,
