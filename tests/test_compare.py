@@ -33,7 +33,7 @@ def test_state_of_reuses_only_the_same_settings(tmp_path):
     cfg = TrainConfig(out=str(tmp_path / "r"), steps=3)
     assert state_of(cfg) == "new"
     save_config(cfg, tmp_path / "r" / "config.yaml")
-    assert state_of(cfg) == "new"  # started, no checkpoint yet
+    assert state_of(cfg) == "resume"  # started, no checkpoint yet: resumed from step 0 in place
     (tmp_path / "r" / "summary.json").write_text("{}")
     assert state_of(cfg) == "done"
     with pytest.raises(ValueError, match="other settings"):

@@ -96,7 +96,7 @@ def test_alignment_needs_transcripts(data, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text("{}")  # an earlier, finished run's
     with pytest.raises(ValueError, match=f"{first['id']}.*transcript.*set align_steps=0"):
-        run_sft(cfg, quiet=True)
+        run_sft(cfg, quiet=True, overwrite=True)
     assert not (tmp_path / "run" / "summary.json").exists()  # a failed run does not look finished
 
 

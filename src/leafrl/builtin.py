@@ -163,7 +163,7 @@ def build_base(out: Path, *, work: Path | None = None, task_sizes: dict[str, int
     task = prepare_task(console, work / "task" if task_sizes else None, **(task_sizes or {}))
     corpus = write_corpus(task, work / "corpus")
     cfg = apply_overrides(SFTConfig(data=str(corpus), out=str(work / "sft")), sft_overrides or [])
-    summary = run_sft(cfg, console=console)
+    summary = run_sft(cfg, console=console, overwrite=True)  # work/ is this build's scratch
     model, adapter = load_speech_lm(summary["model_dir"])
     staging = Path(f"{out}.partial")
     shutil.rmtree(staging, ignore_errors=True)

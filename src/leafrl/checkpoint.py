@@ -1,14 +1,17 @@
-"""Atomic training checkpoints: the LoRA adapter (peft format), the optimizer, and the step.
+"""Atomic, verified training checkpoints: the LoRA adapter (peft format), the optimizer, the step.
 
-Layout under ``OUT/checkpoints``: one directory per saved step (``step-000050``) and a file
-``latest`` naming the newest complete one. A checkpoint is written to a temporary directory and
-renamed into place before ``latest`` moves, so a crash mid-write leaves the previous one intact.
+Layout under ``OUT/checkpoints``: one directory per saved step (``step-000050``). A checkpoint is
+written to a temporary directory (``.step-...``) and renamed into place, so a crash mid-write
+leaves the previous one intact. Its ``manifest.json``, written last, lists every file's size and
+SHA-256: a checkpoint is intact when its files match, and loading takes the newest intact one,
+naming the ones it skipped (a disk that filled up, a file cut short or changed later).
 Everything random in a training step is seeded from (seed, step), so the step is all the
 position a resumed run needs: the data order and the sampling follow from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,13 +21,25 @@ from typing import Any
 
 import torch
 
-from leafrl._files import write_text_atomic
-
 KEEP = 2  # complete checkpoints kept on disk
+MANIFEST = "manifest.json"
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
 def save_checkpoint(out: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, extra: dict) -> Path:
-    """Write checkpoint ``step`` atomically and point ``latest`` at it; returns its directory."""
+    """Write checkpoint ``step`` atomically with its manifest, then prune to the ``KEEP`` newest;
+    returns its directory."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -32,25 +47,52 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: torch.optim.Opt
     model.save_pretrained(tmp / "adapter")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in _files(tmp)}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    write_text_atomic(root / "latest", final.name)
-    older = sorted(p for p in root.glob("step-*") if p != final)
+    older = sorted(p for p in root.glob("step-*") if p.name < final.name)  # newer ones: skipped on resume
     for old in older[: max(0, len(older) - (KEEP - 1))]:
         shutil.rmtree(old)
     return final
 
 
+def problem_of(path: Path) -> str | None:
+    """Why checkpoint ``path`` cannot be used (a missing manifest, a file missing, of another
+    size or content than the manifest says), or None when it is intact."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "no manifest.json (written last: the checkpoint was never finished)"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "manifest.json is not valid JSON"
+    for name, want in manifest.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != want["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {want['bytes']}"
+        if _digest(file) != want["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def find_checkpoint(out: Path) -> tuple[Path | None, list[str]]:
+    """The newest intact checkpoint of run directory ``out`` (None if there is none), and the
+    newer ones skipped, each as "step-000004: why"."""
+    skipped = []
+    for path in sorted((Path(out) / "checkpoints").glob("step-*"), reverse=True):
+        problem = problem_of(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(f"{path.name}: {problem}")
+    return None, skipped
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint of a run directory, or None."""
-    pointer = out / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    if not (path / "state.json").is_file():
-        raise ValueError(f"{pointer}: points at {path}, which is not a complete checkpoint")
-    return path
+    """The newest intact checkpoint of a run directory, or None."""
+    return find_checkpoint(out)[0]
 
 
 def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) -> dict:
@@ -66,14 +108,15 @@ def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) ->
 
 def adapter_dir(path: Path) -> Path:
     """The LoRA adapter directory that ``path`` names: an adapter directory itself (peft's
-    adapter_config.json), a checkpoint (its adapter/) or a run directory (its latest checkpoint's)."""
+    adapter_config.json), a checkpoint (its adapter/) or a run directory (its newest intact checkpoint's)."""
     path = Path(path)
     if (path / "adapter_config.json").is_file():
         return path
     if (path / "adapter" / "adapter_config.json").is_file():
         return path / "adapter"
-    checkpoint = latest_checkpoint(path) if path.is_dir() else None
+    checkpoint, skipped = find_checkpoint(path) if path.is_dir() else (None, [])
     if checkpoint is None:
-        raise ValueError(f"--adapter {path}: not a LoRA adapter, a checkpoint or a run directory with checkpoints")
+        why = f" (skipped {'; '.join(skipped)})" if skipped else ""
+        raise ValueError(f"--adapter {path}: not a LoRA adapter, a checkpoint or a run directory with an intact "
+                         f"checkpoint{why}")
     return checkpoint / "adapter"
-

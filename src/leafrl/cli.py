@@ -157,6 +157,7 @@ def sft(
     steps: int | None = typer.Option(None, help="optimizer steps", show_default=_default(SFTConfig, "steps")),
     config: Path | None = typer.Option(None, help="a YAML file of SFTConfig settings"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set lr=1e-4 (repeatable)"),
+    overwrite: bool = typer.Option(False, help="start again in --out even if it holds a run (deletes its files)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Supervised fine-tuning on the references; held-out BLEU before and after."""
@@ -168,7 +169,7 @@ def sft(
     cfg = load_config(SFTConfig, config, set_, data=data, model=model, out=out, steps=steps)
     if cfg.data is None:
         cfg = dataclasses.replace(cfg, data=str(prepare_task(console)))
-    run_sft(cfg, console=console, quiet=quiet)
+    run_sft(cfg, console=console, quiet=quiet, overwrite=overwrite)
 
 
 @app.command()
@@ -180,7 +181,9 @@ def train(
     steps: int | None = typer.Option(None, help="RL steps", show_default=_default(TrainConfig, "steps")),
     config: Path | None = typer.Option(None, help="a YAML file of TrainConfig settings"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set optim.lr=1e-5 (repeatable)"),
-    resume: Path | None = typer.Option(None, help="continue the run in this directory from its last checkpoint"),
+    resume: Path | None = typer.Option(None, help="continue the run in this directory from its newest intact "
+                                       "checkpoint, writing only there"),
+    overwrite: bool = typer.Option(False, help="start again in --out even if it holds a run (deletes its files)"),
     examples: int = typer.Option(3, help="held-out examples shown before and after"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
@@ -195,18 +198,33 @@ def train(
 
     console = Console(quiet=quiet)
     if resume is not None:
-        saved = resume / "config.yaml"
-        if not saved.is_file():
-            raise ValueError(f"--resume {resume}: no config.yaml there")
-        cfg = load_config(TrainConfig, saved, set_)
+        cfg = resumed_config(resume, set_, {"--algo": algo, "--model": model, "--data": data, "--out": out,
+                                            "--config": config}, steps)
     else:
         cfg = load_config(TrainConfig, config, set_, presets=builtin.train_presets(model, config, set_), algo=algo,
                           model=model, data=data, out=out, steps=steps)
         cfg = builtin.resolve(cfg, console)
-    summary = run_train(cfg, resume=resume is not None, quiet=quiet)
+    summary = run_train(cfg, resume=resume is not None, overwrite=overwrite, quiet=quiet)
     if summary.get("valid_bleu_after") is not None:
         console.print(bleu_table(summary))
         console.print(builtin.report(Path(cfg.out), cfg.data, examples))
+
+
+def resumed_config(run_dir: Path, overrides: list[str], options: dict, steps: int | None) -> TrainConfig:
+    """The settings of the run in ``run_dir`` (its config.yaml) with ``--set`` and ``--steps`` applied
+    and ``out`` set to ``run_dir`` itself, so a copied or moved run directory resumes in place."""
+    from leafrl.config import load_config
+
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise ValueError(f"--resume {run_dir} continues the run as saved there: {', '.join(given)} cannot be given "
+                         "with it (change a setting with --set section.field=value)")
+    if any(item.partition("=")[0].strip() == "out" for item in overrides):
+        raise ValueError(f"--set out=...: --resume {run_dir} writes into {run_dir} itself")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ValueError(f"--resume {run_dir}: no run there (no config.yaml)")
+    return load_config(TrainConfig, saved, overrides, steps=steps, out=str(run_dir.resolve()))
 
 
 @app.command("build-base")
@@ -259,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:
         if os.environ.get("LEAFRL_TRACEBACK") or not _is_library_error(err):
             raise
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {err}", highlight=False)
         sys.exit(1)
 
 

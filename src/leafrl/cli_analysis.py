@@ -108,7 +108,7 @@ def eval_(
     console = Console()  # --quiet hides the progress bars only
     cfg = train_config(model, data, None, set_, console)
     examples = _examples(cfg, split, limit)
-    policy, speech = _policy(cfg, adapter)
+    policy, speech = _policy(cfg, adapter, examples, split)
     with progress_bar("eval", console, quiet) as bar:
         task = bar.add_task("eval", total=len(examples), info=f"greedy + {passes} sampled")
         result = evaluate(policy, speech, examples, max_new_tokens=cfg.rollout.max_new_tokens, sampled_passes=passes,
@@ -129,20 +129,22 @@ def eval_(
 
 
 def _examples(cfg: TrainConfig, split: str, limit: int | None) -> list:
-    """The first ``limit`` rows of ``split`` of ``cfg.data``; ValueError when there are none."""
+    """The first ``limit`` rows of ``split`` of ``cfg.data`` (the reader refuses an empty split)."""
     from leafrl.data import load_split
 
-    examples = list(load_split(cfg.data, split))[:limit]
-    if not examples:
-        raise ValueError(f"--data {cfg.data}: split {split!r} has no rows")
-    return examples
+    return list(load_split(cfg.data, split))[:limit]
 
 
-def _policy(cfg: TrainConfig, adapter: Path | None):
-    """(model, speech adapter) of ``cfg.model``, with the LoRA adapter ``adapter`` applied."""
-    from leafrl.models import load_speech_lm
+def _policy(cfg: TrainConfig, adapter: Path | None, examples: list, split: str):
+    """(model, speech adapter) of ``cfg.model``, with the LoRA adapter ``adapter`` applied, after
+    checking that it can take every row of ``examples`` (``preflight.check_rows``)."""
+    from leafrl.data import split_source
+    from leafrl.models import context_length, load_speech_lm
+    from leafrl.preflight import check_rows
 
     model, speech = load_speech_lm(cfg.model)
+    check_rows(examples, speech, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
+               cfg.system)
     if adapter is not None:
         from peft import PeftModel
 
@@ -158,7 +160,7 @@ def _rollouts(cfg: TrainConfig, adapter: Path | None, split: str, limit: int, co
     from leafrl.tracking import progress_bar
 
     examples = _examples(cfg, split, limit)
-    model, speech = _policy(cfg, adapter)
+    model, speech = _policy(cfg, adapter, examples, split)
     with progress_bar("sampling", console, quiet) as bar:
         task = bar.add_task("sampling", total=len(examples), info=f"K = {cfg.rollout.rollout_budget}")
         rollouts = sample_rollouts(model, speech, examples, cfg, progress=lambda n: bar.update(task, completed=n))

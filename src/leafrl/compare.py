@@ -27,7 +27,7 @@ import yaml
 from rich.console import Console
 
 from leafrl._files import write_text_atomic
-from leafrl.config import TrainConfig, apply_overrides, from_dict, to_dict
+from leafrl.config import TrainConfig, apply_overrides, from_dict, resolve_paths, to_dict
 from leafrl.eval.stats import paired_difference, steps_to_reach, t_interval
 from leafrl.tracking import progress_bar
 
@@ -68,15 +68,13 @@ def plan(base: TrainConfig, arms: Sequence[Arm], seeds: Sequence[int], out: Path
         for seed in seeds:
             cfg = apply_overrides(base, [*arm.overrides, f"algo={arm.algo}", f"seed={seed}",
                                          f"out={out / 'runs' / arm.slug / f'seed-{seed}'}"])
-            runs.append((arm, seed, cfg))
+            runs.append((arm, seed, resolve_paths(cfg)))
     return runs
 
 
 def state_of(cfg: TrainConfig) -> str:
-    """"done" (a finished run with these settings), "resume" (a checkpoint to continue) or "new".
-    A directory holding a run with other settings is an error: nothing there is overwritten."""
-    from leafrl.checkpoint import latest_checkpoint
-
+    """"done" (a finished run with these settings), "resume" (a started one) or "new". A directory
+    holding a run with other settings is an error: nothing there is overwritten."""
     out = Path(cfg.out)
     saved = out / "config.yaml"
     if not saved.is_file():
@@ -84,9 +82,7 @@ def state_of(cfg: TrainConfig) -> str:
     if yaml.safe_load(saved.read_text()) != to_dict(cfg):
         raise ValueError(f"{out} holds a run with other settings than this comparison's; give another --out or "
                          "remove that directory")
-    if (out / "summary.json").is_file():
-        return "done"
-    return "resume" if latest_checkpoint(out) is not None else "new"
+    return "done" if (out / "summary.json").is_file() else "resume"  # from its checkpoint, or from step 0
 
 
 def _train_one(cfg: dict, resume: bool, threads: int) -> dict:

@@ -20,11 +20,13 @@ import torch
 from rich.console import Console
 
 from leafrl._files import write_text_atomic
-from leafrl.config import SFTConfig, save_config
-from leafrl.data import load_split
+from leafrl.config import SFTConfig, resolve_paths, save_config
+from leafrl.data import load_split, split_source
 from leafrl.eval.evaluate import evaluate
-from leafrl.models import SpeechLMAdapter, attach_lora, completion_logprobs, load_speech_lm
+from leafrl.models import SpeechLMAdapter, attach_lora, completion_logprobs, context_length, load_speech_lm
+from leafrl.preflight import check_rows
 from leafrl.rollout.batch import EncodedRows, encode_examples, encode_targets
+from leafrl.rundir import SFT_FILES, claim
 from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
 
@@ -158,7 +160,8 @@ def train_stage(label: str, key: str, steps: int, loss_of: Callable[[list[int]],
                        + (f"  valid BLEU {row['valid_bleu']:.1f}" if "valid_bleu" in row else ""))
 
 
-def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False) -> dict:
+def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Train into ``cfg.out``, which must hold no run unless ``overwrite`` (see ``leafrl.rundir``)."""
     console = console or Console(quiet=quiet)
     started = time.time()
     torch.manual_seed(cfg.seed)
@@ -166,12 +169,17 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False)
     if cfg.data is None:
         raise ValueError("SFTConfig.data is not set: give a data directory (`leafrl sft` without --data uses the "
                          "built-in task)")
+    cfg = resolve_paths(cfg)
     out, data = Path(cfg.out), Path(cfg.data)
-    (out / "summary.json").unlink(missing_ok=True)  # summary.json marks a finished run: not this one yet
-    save_config(cfg, out / "config.yaml")
+    claim(out, resume=False, overwrite=overwrite, names=SFT_FILES)
     train = list(load_split(data, "train"))
     valid = list(load_split(data, "valid"))[: cfg.eval_examples]
     model, adapter = setup_model(cfg, train)
+    targets = [len(ids) + 1 for ids in adapter.tokenizer([ex.reference for ex in train],
+                                                         add_special_tokens=False)["input_ids"]]
+    for split, rows, new in (("train", train, targets), ("valid", valid, cfg.max_new_tokens)):
+        check_rows(rows, adapter, context_length(model), new, split_source(data, split), cfg.system)
+    save_config(cfg, out / "config.yaml")
     from accelerate import Accelerator
 
     device = Accelerator().device  # one process: the GPU when there is one

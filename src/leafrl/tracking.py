@@ -21,7 +21,9 @@ def progress_bar(label: str, console: Console, disable: bool) -> Progress:
 
 class MetricsLogger:
     def __init__(self, out_dir: str | Path, *, tensorboard: bool = True, enabled: bool = True,
-                 append: bool = False) -> None:
+                 append: bool = False, purge_step: int | None = None) -> None:
+        """``append``: continue the existing metrics.jsonl; ``purge_step``: TensorBoard hides the
+        events from this step on that an earlier, interrupted process wrote (a resumed run's)."""
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self._writer = None
@@ -33,7 +35,7 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+            self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge_step)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """One JSON object per call: {"step": step, **metrics} (floats, ints, strings)."""

@@ -26,26 +26,28 @@ from rich.console import Console
 
 from leafrl._files import write_text_atomic
 from leafrl.advantages import grpo_advantages, leaf_advantages
-from leafrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from leafrl.config import TrainConfig, save_config
-from leafrl.data import load_split
-from leafrl.eval.evaluate import evaluate, score_predictions
-from leafrl.eval.metrics import paired_bootstrap
+from leafrl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from leafrl.config import TrainConfig, resolve_paths, save_config
+from leafrl.data import load_split, split_source
+from leafrl.eval.evaluate import evaluate, score_predictions, significance
 from leafrl.losses import loss_normalizer, policy_loss
 from leafrl.models import (
     EMBEDDED_KEYS,
     SpeechLMAdapter,
     attach_lora,
     completion_logprobs,
+    context_length,
     embed_prompts,
     load_speech_lm,
     slice_rows,
     trim_padding,
 )
+from leafrl.preflight import check_rows
 from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import Completions, generate_completions
 from leafrl.rollout.record import record_groups, save_rollouts
+from leafrl.rundir import claim, rewind
 from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
 
@@ -70,8 +72,10 @@ class Run:
 # ----------------------------------------------------------------------------------- setup
 
 
-def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
-    """The model with its LoRA, the optimizer (and a checkpoint to resume) and the data, placed by accelerate."""
+def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = False) -> Run:
+    """The model with its LoRA, the optimizer (and a checkpoint to resume) and the data, placed by
+    accelerate. The run directory is claimed first (``rundir.claim``) and the data checked
+    (``preflight``) before anything is trained, so a mistake costs seconds, not a run."""
     from accelerate import Accelerator
 
     for name in ("model", "data"):
@@ -87,25 +91,36 @@ def setup(cfg: TrainConfig, console: Console, resume: bool) -> Run:
         raise ValueError(f"accelerate config: distributed_type {distributed} is not supported yet; use data "
                          "parallel (distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole model on "
                          "every process")
-    out = Path(cfg.out)
+    cfg = resolve_paths(cfg)
+    out, main = Path(cfg.out), accelerator.is_main_process
+    claim(out, resume=resume, overwrite=overwrite, delete=main)
+    accelerator.wait_for_everyone()  # every process has checked before the main one writes
+    train = list(load_split(cfg.data, "train"))
+    valid = list(load_split(cfg.data, "valid"))[: cfg.eval_examples]
     model, adapter = load_speech_lm(cfg.model)
+    for split, rows in (("train", train), ("valid", valid)):
+        check_rows(rows, adapter, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
+                   cfg.system)
     s = cfg.lora_settings
     torch.manual_seed(cfg.seed)  # the LoRA initialization
     model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
     o = cfg.optim
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
                                   betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
-    start = 0
-    checkpoint = latest_checkpoint(out) if resume else None
-    if checkpoint is not None:
-        start = load_checkpoint(checkpoint, model, optimizer)["step"]
-        console.print(f"resuming from {checkpoint} (step {start})")
-    elif resume:
-        raise ValueError(f"--resume {out}: no checkpoint there")
-    if accelerator.is_main_process:
+    checkpoint, skipped = find_checkpoint(out) if resume else (None, [])
+    for problem in skipped:
+        console.print(f"[yellow]warning:[/yellow] skipping checkpoint {problem}")
+    if resume and checkpoint is None and skipped:
+        raise ValueError(f"--resume {out}: no intact checkpoint (skipped {'; '.join(skipped)}); start again "
+                         "with --overwrite")
+    start = 0 if checkpoint is None else load_checkpoint(checkpoint, model, optimizer)["step"]
+    if resume:
+        console.print(f"resuming from {checkpoint} (step {start})" if checkpoint else
+                      f"no checkpoint in {out} yet: starting its run from step 0")
+    if main:
+        if resume:
+            rewind(out, start)
         save_config(cfg, out / "config.yaml")
-    train = list(load_split(cfg.data, "train"))
-    valid = list(load_split(cfg.data, "valid"))[: cfg.eval_examples]
     if len(valid) < accelerator.num_processes:
         raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
                          "evaluates a share, so give at least one row per process (eval_examples, valid split)")
@@ -346,16 +361,6 @@ def held_out(run: Run) -> tuple[dict, dict[str, list]]:
     return row, {"greedy": greedy.predictions, "sampled": [r.predictions for r in sampled]}
 
 
-def significance(before: dict[str, list], after: dict[str, list], references: list[str]) -> dict:
-    """Paired bootstrap p-values (rows resampled, 1000 times) of the greedy change and of the
-    change of the sampled passes' mean: is it more than the choice of held-out rows explains?"""
-    out = {"valid_bleu_p_value": paired_bootstrap([before["greedy"]], [after["greedy"]], references)["p_value"]}
-    if before["sampled"] and after["sampled"]:
-        out["valid_bleu_sampled_p_value"] = paired_bootstrap(before["sampled"], after["sampled"],
-                                                             references)["p_value"]
-    return out
-
-
 def memory_hint(cfg: TrainConfig, step: int, out: Path) -> str:
     """What to change after running out of accelerator memory in ``step``."""
     r = cfg.rollout
@@ -384,14 +389,15 @@ def stop_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Run (or, with ``resume``, continue) training; returns the summary (main process)."""
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Run training into ``cfg.out``, or with ``resume`` continue the run there, or with
+    ``overwrite`` replace the run there (see ``leafrl.rundir``); returns the summary (main process)."""
     started = time.time()
-    run = setup(cfg, Console(quiet=quiet), resume)
-    main = run.accelerator.is_main_process
+    run = setup(cfg, Console(quiet=quiet), resume, overwrite)
+    cfg, main = run.cfg, run.accelerator.is_main_process
     console = Console(quiet=quiet or not main)
     run.model.eval()
-    logger = MetricsLogger(run.out, append=resume, enabled=main)
+    logger = MetricsLogger(run.out, append=resume, enabled=main, purge_step=run.start_step + 1 if resume else None)
     if run.start_step == 0:  # every process evaluates its share of the held-out rows
         metrics, predictions = held_out(run)
         if main:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from leafrl.eval.metrics import corpus_bleu
+from leafrl.eval.metrics import corpus_bleu, paired_bootstrap
 from leafrl.models.base import SpeechLMAdapter
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
@@ -104,4 +104,14 @@ def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore
             entry["sampled"] = {key: {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0}
                                 for key, v in values.items()}
         out[name] = entry
+    return out
+
+
+def significance(before: dict[str, list], after: dict[str, list], references: list[str]) -> dict:
+    """Paired bootstrap p-values (rows resampled, 1000 times) of the greedy change and of the
+    change of the sampled passes' mean: is it more than the choice of held-out rows explains?"""
+    out = {"valid_bleu_p_value": paired_bootstrap([before["greedy"]], [after["greedy"]], references)["p_value"]}
+    if before["sampled"] and after["sampled"]:
+        out["valid_bleu_sampled_p_value"] = paired_bootstrap(before["sampled"], after["sampled"],
+                                                             references)["p_value"]
     return out

@@ -1,0 +1,86 @@
+"""Checks of a split against the model before the first step, so that a run never dies at hour
+three on a row drawn late: every clip's header is read (not decoded) and the clip measured, and
+every prompt's length counted with its audio tokens against the model's context. All the rows
+that fail are named in one error.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+from leafrl.audio.io import AudioError, clip_seconds
+from leafrl.data import DataError
+from leafrl.models import SpeechLMAdapter
+
+SHOWN = 10  # rows named in the error; the rest are counted
+
+
+def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int | None,
+               new_tokens: int | Sequence[int], source: str, system: str | None = None) -> None:
+    """Raise one DataError naming every row of ``examples`` that the model cannot take: audio
+    missing (or given to a text-only model), unreadable, too short for the audio encoder or longer
+    than its feature window, or a prompt that with ``new_tokens`` (one count, or one per row)
+    does not fit in ``context`` tokens (None: no limit known). ``source`` names the split; ``system``
+    is the system prompt the rows are built with."""
+    new = [new_tokens] * len(examples) if isinstance(new_tokens, int) else list(new_tokens)
+    problems, samples = [], []
+    shortest = None if adapter.sampling_rate is None else shortest_clip(adapter)
+    for ex in examples:
+        problem, n = _audio_problem(ex, adapter, shortest)
+        samples.append(n)
+        if problem is not None:
+            problems.append(problem)
+    if context is not None and not problems:
+        for ex, length, extra in zip(examples, prompt_tokens(adapter, examples, samples, system), new, strict=True):
+            if length + extra > context:
+                problems.append(f"example {ex.id!r}: its prompt is {length} tokens (audio included), and with "
+                                f"{extra} new tokens that is over the model's context of {context}; shorten the "
+                                "prompt, drop the row or allow fewer new tokens")
+    if problems:
+        more = f"\n  and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise DataError(f"{source}: {len(problems)} of {len(examples)} rows cannot be used; fix or drop them:\n  "
+                        + "\n  ".join(problems[:SHOWN]) + more)
+
+
+def _audio_problem(ex: Any, adapter: SpeechLMAdapter, shortest: int | None) -> tuple[str | None, int]:
+    """(what is wrong with the row's audio or None, its samples at the model's rate); ``shortest``:
+    the fewest samples the family's encoder takes (``shortest_clip``)."""
+    rate = adapter.sampling_rate
+    if (ex.audio is not None) != (rate is not None):
+        return (f"example {ex.id!r}: " + (f"no audio, but {adapter.family} needs a clip per prompt" if rate else
+                                          f"has audio, but {adapter.family} is a text-only model")), 0
+    if rate is None:
+        return None, 0
+    try:
+        seconds = clip_seconds(ex.audio, example_id=ex.id)
+    except AudioError as err:
+        return str(err), 0
+    where = f"example {ex.id!r}" + (f" ({ex.audio})" if isinstance(ex.audio, str) else "")
+    samples = round(seconds * rate)
+    if samples < shortest:
+        return (f"{where}: {seconds:.4f} s of audio, shorter than the {shortest / rate:.4f} s the {adapter.family} "
+                "audio encoder needs to give one frame"), samples
+    if adapter.max_audio_seconds is not None and seconds > adapter.max_audio_seconds:
+        return (f"{where}: {seconds:.2f} s of audio, over the {adapter.max_audio_seconds:g} s feature window of "
+                f"{adapter.family}; cut it or drop the row"), samples
+    return None, samples
+
+
+def shortest_clip(adapter: SpeechLMAdapter) -> int:
+    """The fewest samples whose clip gives at least one audio token (``adapter.audio_tokens``)."""
+    window = adapter.sampling_rate * 60  # a clip of a minute gives tokens in any family
+    return bisect.bisect_left(range(window), 1, key=adapter.audio_tokens)
+
+
+def prompt_tokens(adapter: SpeechLMAdapter, examples: Sequence[Any], samples: Sequence[int],
+                  system: str | None = None) -> list[int]:
+    """Each row's prompt length in tokens as the model reads it: the built prompt's text tokens,
+    with the one audio placeholder expanded to the clip's ``audio_tokens(samples)``."""
+    prompts = [adapter.build_prompt(ex.prompt, system) for ex in examples]
+    plain = adapter.sampling_rate is None and adapter.tokenizer.chat_template is None
+    lengths = [len(ids) for ids in adapter.tokenizer(prompts, add_special_tokens=plain)["input_ids"]]
+    if adapter.sampling_rate is None:
+        return lengths
+    return [length - 1 + adapter.audio_tokens(n) for length, n in zip(lengths, samples)]
