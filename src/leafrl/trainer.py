@@ -108,8 +108,8 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
                                   betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     checkpoint, skipped = find_checkpoint(out) if resume else (None, [])
-    for problem in skipped:
-        console.print(f"[yellow]warning:[/yellow] skipping checkpoint {problem}")
+    for problem in skipped if main else []:  # on stderr, even with --quiet
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] skipping checkpoint {problem}")
     if resume and checkpoint is None and skipped:
         raise ValueError(f"--resume {out}: no intact checkpoint (skipped {'; '.join(skipped)}); start again "
                          "with --overwrite")
