@@ -108,11 +108,11 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
                                   betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     checkpoint, skipped = find_checkpoint(out) if resume else (None, [])
-    for problem in skipped if main else []:  # on stderr, even with --quiet
-        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] skipping checkpoint {problem}")
     if resume and checkpoint is None and skipped:
         raise ValueError(f"--resume {out}: no intact checkpoint (skipped {'; '.join(skipped)}); start again "
                          "with --overwrite")
+    for problem in skipped if main else []:  # on stderr, even with --quiet
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] skipping checkpoint {problem}")
     start = 0 if checkpoint is None else load_checkpoint(checkpoint, model, optimizer)["step"]
     if resume:
         console.print(f"resuming from {checkpoint} (step {start})" if checkpoint else
