@@ -109,6 +109,11 @@ def test_a_new_run_into_a_run_directory_is_refused_and_overwrite_replaces_it(wor
     assert status == 1
     one_line_error(err, run, "--resume", "--overwrite")
     assert snapshot(run) == before
+    broken = dataset_with(world, tmp_path / "broken")
+    (broken / "audio" / "train3.wav").write_bytes(b"")
+    status, _, err = leafrl(capsys, *train_args(broken, world / "model", run, "--overwrite"))
+    assert status == 1 and "train3.wav" in err
+    assert snapshot(run) == before  # --overwrite deletes only once the new run can start
     (run / "notes.txt").write_text("mine")  # not a run file: --overwrite leaves it
     status, _, err = leafrl(capsys, *train_args(world / "data", world / "model", run, "--set", "steps=1",
                                                 "--overwrite"))

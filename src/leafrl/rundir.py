@@ -34,11 +34,11 @@ def run_files(out: Path, names: tuple[str, ...] = TRAIN_FILES) -> list[str]:
     return [name for name in names if (Path(out) / name).exists()]
 
 
-def claim(out: Path, *, resume: bool, overwrite: bool, names: tuple[str, ...] = TRAIN_FILES,
-          delete: bool = True) -> None:
+def claim(out: Path, *, resume: bool, overwrite: bool, names: tuple[str, ...] = TRAIN_FILES) -> list[str]:
     """Check that a run may write into ``out``: with ``resume`` it must hold a run (its
-    config.yaml); without, it must hold none, or ``overwrite`` deletes the run files there (only
-    when ``delete``: the main process of several). Raises ValueError naming the directory."""
+    config.yaml); without, it must hold none, unless ``overwrite``. Returns the run files that
+    ``overwrite`` replaces: delete them with ``remove`` once the new run is known to start, so a
+    mistake found on the way costs nothing. Raises ValueError naming the directory."""
     out = Path(out)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite: give one (--resume continues the run, --overwrite deletes it)")
@@ -46,14 +46,18 @@ def claim(out: Path, *, resume: bool, overwrite: bool, names: tuple[str, ...] = 
     if resume:
         if "config.yaml" not in present:
             raise ValueError(f"--resume {out}: no run there (no config.yaml)")
-        return
+        return []
     if present and not overwrite:
         raise ValueError(f"{out} already holds a run ({', '.join(present)}): continue it with --resume {out}, or "
                          "start again with --overwrite (which deletes those)")
-    if present and delete:
-        for name in present:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return present
+
+
+def remove(out: Path, names: list[str]) -> None:
+    """Delete the run files ``names`` (from ``claim``) in ``out``."""
+    for name in names:
+        path = Path(out) / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def rewind(out: Path, step: int) -> None:

@@ -26,7 +26,7 @@ from leafrl.eval.evaluate import evaluate
 from leafrl.models import SpeechLMAdapter, attach_lora, completion_logprobs, context_length, load_speech_lm
 from leafrl.preflight import check_rows
 from leafrl.rollout.batch import EncodedRows, encode_examples, encode_targets
-from leafrl.rundir import SFT_FILES, claim
+from leafrl.rundir import SFT_FILES, claim, remove
 from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
 
@@ -171,7 +171,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
                          "built-in task)")
     cfg = resolve_paths(cfg)
     out, data = Path(cfg.out), Path(cfg.data)
-    claim(out, resume=False, overwrite=overwrite, names=SFT_FILES)
+    replaced = claim(out, resume=False, overwrite=overwrite, names=SFT_FILES)
     train = list(load_split(data, "train"))
     valid = list(load_split(data, "valid"))[: cfg.eval_examples]
     model, adapter = setup_model(cfg, train)
@@ -179,6 +179,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
                                                          add_special_tokens=False)["input_ids"]]
     for split, rows, new in (("train", train, targets), ("valid", valid, cfg.max_new_tokens)):
         check_rows(rows, adapter, context_length(model), new, split_source(data, split), cfg.system)
+    remove(out, replaced)  # --overwrite: only now that the new run is ready to start
     save_config(cfg, out / "config.yaml")
     from accelerate import Accelerator
 

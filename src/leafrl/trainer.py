@@ -47,7 +47,7 @@ from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import Completions, generate_completions
 from leafrl.rollout.record import record_groups, save_rollouts
-from leafrl.rundir import claim, rewind
+from leafrl.rundir import claim, remove, rewind
 from leafrl.schedule import warmup_cosine
 from leafrl.tracking import MetricsLogger, progress_bar
 
@@ -93,10 +93,13 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
                          "every process")
     cfg = resolve_paths(cfg)
     out, main = Path(cfg.out), accelerator.is_main_process
-    claim(out, resume=resume, overwrite=overwrite, delete=main)
+    replaced = claim(out, resume=resume, overwrite=overwrite)
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     train = list(load_split(cfg.data, "train"))
     valid = list(load_split(cfg.data, "valid"))[: cfg.eval_examples]
+    if len(valid) < accelerator.num_processes:
+        raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
+                         "evaluates a share, so give at least one row per process (eval_examples, valid split)")
     model, adapter = load_speech_lm(cfg.model)
     for split, rows in (("train", train), ("valid", valid)):
         check_rows(rows, adapter, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
@@ -118,12 +121,10 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
         console.print(f"resuming from {checkpoint} (step {start})" if checkpoint else
                       f"no checkpoint in {out} yet: starting its run from step 0")
     if main:
+        remove(out, replaced)  # --overwrite: only now that the new run is ready to start
         if resume:
             rewind(out, start)
         save_config(cfg, out / "config.yaml")
-    if len(valid) < accelerator.num_processes:
-        raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
-                         "evaluates a share, so give at least one row per process (eval_examples, valid split)")
     prepared, optimizer = accelerator.prepare(model, optimizer)
     return Run(cfg, accelerator, prepared, accelerator.unwrap_model(prepared), adapter, optimizer, train, valid,
                resolve_reward(cfg.reward), out, start)
