@@ -25,7 +25,8 @@ KEEP = 2  # complete checkpoints kept on disk
 MANIFEST = "manifest.json"
 
 
-def _digest(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file (hex), read in 1 MB blocks."""
     sha = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -47,7 +48,7 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: torch.optim.Opt
     model.save_pretrained(tmp / "adapter")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
-    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in _files(tmp)}
+    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in _files(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if final.exists():
         shutil.rmtree(final)
@@ -73,7 +74,7 @@ def problem_of(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != want["bytes"]:
             return f"{name} has {file.stat().st_size} bytes, the manifest says {want['bytes']}"
-        if _digest(file) != want["sha256"]:
+        if sha256_of(file) != want["sha256"]:
             return f"{name} does not match its checksum"
     return None
 
