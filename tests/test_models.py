@@ -12,6 +12,7 @@ from leafrl.audio.io import AudioError
 from leafrl.models import (
     EMBEDDED_KEYS,
     attach_lora,
+    checkpoint_activations,
     collate_rows,
     completion_logprobs,
     embed_prompts,
@@ -20,8 +21,10 @@ from leafrl.models import (
     repeat_rows,
     slice_rows,
     split_rows,
+    to_model,
     trim_padding,
 )
+from leafrl.models.base import checkpointed
 from leafrl.models.tiny import train_tokenizer
 from leafrl.rollout.hf import generate_completions
 
@@ -219,6 +222,67 @@ def test_shared_prompts_give_the_log_probs_and_gradients_of_repeated_rows(family
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="prompt_of_row"):
         completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, torch.tensor([0, 0, 2, 1]))
+
+
+@pytest.mark.parametrize("embedded", [False, True])
+def test_activation_checkpointing_gives_the_log_probs_and_gradients_of_the_shared_prompt_cache(tmp_path, family,
+                                                                                                 embedded):
+    """With gradient checkpointing on, transformers drops the cache a checkpointed layer is given,
+    so completion_logprobs reads each row whole instead of sharing its prompt's cache: the same
+    log-probs and LoRA gradients as without checkpointing (each prompt continued by 1 to 3 rows)."""
+    name, _, _ = family
+    SAVERS[name](tmp_path)
+    model, adapter = load_speech_lm(str(tmp_path))
+    model = attach_lora(model, rank=4, alpha=8, dropout=0.0)
+    torch.manual_seed(0)
+    for p in model.parameters():  # LoRA B starts at 0: give it weight, so the gradients have a path
+        if p.requires_grad:
+            p.data.normal_(0, 0.1)
+    inputs = adapter.encode(*batch(adapter))
+    if embedded:
+        inputs = embed_prompts(model, inputs)
+    of_row = torch.tensor([0, 0, 0, 1])
+    ids = torch.randint(5, len(adapter.tokenizer) - 8, (4, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]).bool()
+    lora = [p for p in model.parameters() if p.requires_grad]
+
+    def value_and_grads():
+        logp = completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, of_row)
+        return logp.detach(), torch.autograd.grad((logp * torch.arange(1.0, 6.0)).sum(), lora)
+
+    model.train()
+    decoder = {id(m) for m in model.get_decoder().modules()}
+    for m in model.modules():  # Granite's audio side (dropout, batch norm) as at evaluation
+        if id(m) not in decoder and m is not model:
+            m.training = False
+    plain = value_and_grads()
+    checkpoint_activations(model)
+    assert checkpointed(model)
+    again = value_and_grads()
+    torch.testing.assert_close(again[0], plain[0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(again[1], plain[1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in plain[1])
+
+
+def test_bfloat16_model_gives_float32_log_probs_close_to_the_float32_model(tmp_path, family):
+    """model_dtype=bfloat16: the log-softmax is taken in float32 from bfloat16 logits, so the
+    log-probs are float32 and within bfloat16 rounding of the float32 model's; audio features are
+    cast to the encoder's dtype (to_model)."""
+    name, _, _ = family
+    SAVERS[name](tmp_path)
+    full, adapter = load_speech_lm(str(tmp_path), dtype=torch.float32)
+    half, _ = load_speech_lm(str(tmp_path), dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    inputs = adapter.encode(*batch(adapter))
+    torch.manual_seed(0)
+    ids = torch.randint(5, len(adapter.tokenizer) - 8, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        want = completion_logprobs(full.eval(), to_model(inputs, full), ids, mask, adapter.keeps_logits)
+        got = completion_logprobs(half.eval(), to_model(inputs, half), ids, mask, adapter.keeps_logits)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0.1, rtol=0.02)
 
 
 def test_rows_encoded_alone_batch_as_encoded_together(family):

@@ -94,6 +94,34 @@ def test_micro_batches_do_not_change_the_update(setting, tmp_path):
         torch.testing.assert_close(weights[0][key], weights[1][key], atol=1e-6, rtol=1e-4)
 
 
+def test_activation_checkpointing_does_not_change_the_update(setting, tmp_path):
+    """gradient_checkpointing=true recomputes the decoder's activations and reads rows whole: the
+    adapter after a step is the one without it (dropout off)."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for on in (False, True):
+        out = tmp_path / f"gc-{on}"
+        train(tiny_config(setting, out, steps=1, gradient_checkpointing=on, **{"lora_settings.dropout": 0.0}),
+              quiet=True)
+        weights.append(load_file(str(latest_checkpoint(out) / "adapter" / "adapter_model.safetensors")))
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], atol=1e-6, rtol=1e-4)
+
+
+def test_bfloat16_model_trains_with_float32_lora(setting, tmp_path):
+    """model_dtype=bfloat16 on CPU: the base weights load in bfloat16, the LoRA and its optimizer
+    stay float32, and a step gives finite metrics."""
+    out = tmp_path / "bf16"
+    summary = train(tiny_config(setting, out, steps=1, model_dtype="bfloat16"), quiet=True)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert all(torch.isfinite(torch.tensor(row[k])) for k in ("loss", "kl", "grad_norm", "reward_mean"))
+    from safetensors.torch import load_file
+
+    lora = load_file(str(latest_checkpoint(out) / "adapter" / "adapter_model.safetensors"))
+    assert {t.dtype for t in lora.values()} == {torch.float32} and summary["steps"] == 1
+
+
 def _comparable(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time/") and k != "seconds"} for r in rows if "loss" in r]
 

@@ -18,6 +18,7 @@ import yaml
 from leafrl._files import write_text_atomic
 from leafrl.advantages import LeafConfig
 from leafrl.losses import AGGREGATIONS
+from leafrl.models import MODEL_DTYPES
 from leafrl.models.tiny import TinySize
 from leafrl.rollout.hf import SURPRISAL_SOURCES
 
@@ -150,6 +151,16 @@ class TrainConfig:
     data: str | None = None
     """A manifest directory or save_to_disk dataset (required by the trainer; ``leafrl train``
     without --data fills in the built-in task)."""
+    model_dtype: str = "auto"
+    """The dtype the model is loaded in: "auto" (bfloat16 on a GPU that supports it, else float32),
+    "bfloat16", "float16" or "float32". The LoRA weights and their optimizer stay float32 (peft),
+    accelerate's mixed precision matches on a GPU, and every log-prob the loss, KL and surprisal
+    use is computed in float32 from the logits whatever this is."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the update's backward instead of storing them
+    (activation checkpointing): less memory, about a third more update time. The update then reads
+    each row's prompt and completion whole instead of sharing its prompt's cache, since a
+    checkpointed layer does not keep a cache."""
     out: str = "runs/train"
     steps: int = 200
     reward: str = "bleu"  # paper: cased sentence BLEU / 100
@@ -176,6 +187,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.rollout.surprisal must be one of {SURPRISAL_SOURCES}")
         if self.loss.agg not in AGGREGATIONS:
             raise ValueError(f"TrainConfig.loss.agg must be one of {AGGREGATIONS}, got {self.loss.agg!r}")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise ValueError(f"TrainConfig.model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
         r, o, s = self.rollout, self.optim, self.loss
         require("TrainConfig", [
             *[(name, getattr(self, name), getattr(self, name) >= 1, ">= 1")

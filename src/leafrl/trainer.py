@@ -35,11 +35,14 @@ from leafrl.models import (
     EMBEDDED_KEYS,
     SpeechLMAdapter,
     attach_lora,
+    checkpoint_activations,
     completion_logprobs,
     context_length,
     embed_prompts,
     load_speech_lm,
+    resolve_dtype,
     slice_rows,
+    to_model,
     trim_padding,
 )
 from leafrl.preflight import check_rows
@@ -82,8 +85,10 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
         if getattr(cfg, name) is None:
             raise ValueError(f"TrainConfig.{name} is not set: give a {name} (`leafrl train` without one uses the "
                              "built-in, see leafrl.builtin)")
-    # without an accelerator, cpu=True lets several processes (torchrun) meet over gloo
-    accelerator = Accelerator(cpu=not torch.accelerator.is_available())
+    dtype = resolve_dtype(cfg.model_dtype)
+    gpu = torch.accelerator.is_available()  # without one, cpu=True lets processes (torchrun) meet over gloo
+    accelerator = Accelerator(cpu=not gpu, mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
+        dtype, "no") if gpu else "no")
     distributed = accelerator.distributed_type.value
     if distributed in ("FSDP", "DEEPSPEED"):
         # checkpoints are written by the main process alone, which sharded parameters (or
@@ -100,10 +105,12 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
     if len(valid) < accelerator.num_processes:
         raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
                          "evaluates a share, so give at least one row per process (eval_examples, valid split)")
-    model, adapter = load_speech_lm(cfg.model)
+    model, adapter = load_speech_lm(cfg.model, dtype=dtype)
     for split, rows in (("train", train), ("valid", valid)):
         check_rows(rows, adapter, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
                    cfg.system)
+    if cfg.gradient_checkpointing:
+        checkpoint_activations(model)
     s = cfg.lora_settings
     torch.manual_seed(cfg.seed)  # the LoRA initialization
     model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
@@ -150,9 +157,7 @@ def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Comp
     samples share its cache); the embedded prompts {"inputs_embeds" [G, P, D], "attention_mask"}
     serve the rollout, the reference and the update."""
     r = run.cfg.rollout
-    device = run.accelerator.device
-    inputs = {k: v.to(device) for k, v in encode_examples(run.adapter, prompts, run.cfg.system).items()}
-    embedded = embed_prompts(run.policy, inputs)
+    embedded = embed_prompts(run.policy, to_model(encode_examples(run.adapter, prompts, run.cfg.system), run.policy))
     out = generate_completions(run.policy, run.adapter, embedded, num_samples=r.rollout_budget,
                                max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                surprisal=r.surprisal)

@@ -16,6 +16,7 @@ import torch
 
 from leafrl.advantages import BOUNDARIES, NORMALIZE, TERMS, LeafConfig, grpo_advantages, leaf_advantages
 from leafrl.eval.stats import wilson
+from leafrl.models.base import to_model
 from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
@@ -45,7 +46,7 @@ def sample_rollouts(model: Any, adapter: Any, examples: Sequence[Any], cfg: Any,
     parts = []
     for start in range(0, len(examples), batch):
         chunk = list(examples[start:start + batch])
-        inputs = {k: v.to(model.device) for k, v in encode_examples(adapter, chunk, cfg.system).items()}
+        inputs = to_model(encode_examples(adapter, chunk, cfg.system), model)
         parts.append(generate_completions(model, adapter, inputs, num_samples=r.rollout_budget,
                                           max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                           surprisal=r.surprisal))

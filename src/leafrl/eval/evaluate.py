@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from leafrl.eval.metrics import corpus_bleu, paired_bootstrap
-from leafrl.models.base import SpeechLMAdapter
+from leafrl.models.base import SpeechLMAdapter, to_model
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
 
@@ -52,7 +52,7 @@ def evaluate(model: Any, adapter: SpeechLMAdapter, examples: Sequence[Any], *, m
     sampled: list[list[str]] = [[] for _ in range(sampled_passes)]
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        inputs = {k: v.to(model.device) for k, v in encode_examples(adapter, chunk).items()}
+        inputs = to_model(encode_examples(adapter, chunk), model)
         out = generate_completions(model, adapter, inputs, do_sample=False, max_new_tokens=max_new_tokens,
                                    surprisal=None)
         greedy += [p.strip() for p in adapter.decode(out.ids)]

@@ -25,6 +25,7 @@ from leafrl.models.base import (
     repeat_rows,
     slice_rows,
     split_rows,
+    to_model,
     trim_padding,
 )
 from leafrl.models.granite_speech import GraniteSpeechAdapter
@@ -99,6 +100,31 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+MODEL_DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """A ``model_dtype`` setting as a torch dtype: "auto" is bfloat16 on a GPU that supports it,
+    else float32 (CPUs, and GPUs without bfloat16, where float16 would need loss scaling)."""
+    if name not in MODEL_DTYPES:
+        raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {name!r}")
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def checkpoint_activations(model: Any) -> None:
+    """Activation checkpointing of the language model's decoder layers (the trained part; the
+    audio encoder runs once per prompt without gradients), for every family: the multimodal
+    classes themselves do not all take ``gradient_checkpointing_enable``. Non-reentrant, so the
+    frozen embeddings need not require grad."""
+    decoder = model.get_decoder()
+    if hasattr(decoder, "activation_checkpointing_enable"):  # its name from transformers 5.2x on
+        decoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def context_length(model: Any) -> int | None:
     """The longest sequence (prompt and response tokens) the language model takes, from its config."""
     return getattr(model.config.get_text_config(), "max_position_embeddings", None)
@@ -125,8 +151,10 @@ __all__ = [
     "ADAPTERS",
     "EMBEDDED_KEYS",
     "LORA_PROJECTIONS",
+    "MODEL_DTYPES",
     "SpeechLMAdapter",
     "attach_lora",
+    "checkpoint_activations",
     "collate_rows",
     "completion_logprobs",
     "context_length",
@@ -137,7 +165,9 @@ __all__ = [
     "model_config",
     "prefill_prompts",
     "repeat_rows",
+    "resolve_dtype",
     "slice_rows",
     "split_rows",
+    "to_model",
     "trim_padding",
 ]

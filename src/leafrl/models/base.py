@@ -84,6 +84,13 @@ class SpeechLMAdapter(Protocol):
         ...
 
 
+def to_model(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+    """``inputs`` on the model's device, floating ones (audio features) in the model's dtype
+    (a bfloat16 audio encoder does not take float32 features)."""
+    device, dtype = model.device, model.dtype
+    return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
+
+
 def takes_logits_to_keep(model: Any) -> bool:
     """Whether the model's forward takes ``logits_to_keep`` (transformers added it family by
     family: Qwen2-Audio's, for one, only in later 4.x releases)."""
@@ -250,6 +257,12 @@ def prefill_prompts(model: Any, prompts: dict[str, torch.Tensor], prompt_of_row:
     return cache
 
 
+def checkpointed(model: Any) -> bool:
+    """Whether a forward of ``model`` now runs activation-checkpointed layers (training mode with
+    ``gradient_checkpointing_enable``): transformers then drops any cache those layers are given."""
+    return model.training and any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
 def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor,
                         completion_mask: torch.Tensor, keeps_logits: bool,
                         prompt_of_row: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
@@ -261,7 +274,9 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
     completion_ids [N, T] int, completion_mask [N, T] bool; prompt_of_row [N] long in [0, G):
     the prompt that row i continues (default: prompt i, G == N).
     Each prompt runs once however many rows continue it (``prefill_prompts``); then the rows
-    run their last prompt token and completion. Positions follow ``generate``'s convention, so
+    run their last prompt token and completion. Under activation checkpointing (``checkpointed``)
+    each row runs its prompt and completion whole instead: the same log-probs and gradients.
+    Whatever the model's dtype, the log-softmax is taken in float32. Positions follow ``generate``'s convention, so
     on-policy ratios are exactly 1. keeps_logits: the model takes ``logits_to_keep``.
     temperature: log-probs of softmax(logits / temperature), the distribution sampled from.
     """
@@ -277,20 +292,26 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
     if completion_mask.shape != completion_ids.shape or t == 0:
         raise ValueError(f"completion_ids / completion_mask: expected the same [N, T] with T >= 1, got "
                          f"{list(completion_ids.shape)} and {list(completion_mask.shape)}")
-    cache = prefill_prompts(model, inputs, prompt_of_row, keeps_logits)
+    shared = not checkpointed(model)  # a checkpointed layer keeps no cache: then rows run whole
+    cache = prefill_prompts(model, inputs, prompt_of_row, keeps_logits) if shared else None
     prompt_mask = inputs["attention_mask"][prompt_of_row]
     attention = torch.cat([prompt_mask, completion_mask[:, :-1].to(prompt_mask.dtype)], 1)  # [N, P + T - 1]
-    positions = generation_positions(attention)[:, prompt_mask.shape[1] - 1:]  # [N, T]
-    # each row reads its prompt's last token, then its completion but the last token
+    start = prompt_mask.shape[1] - 1 if shared else 0  # the prompt's last token on, or all of it
+    positions = generation_positions(attention)[:, start:]
+    # each row reads (its prompt, or its prompt's last token), then its completion but the last token
     if "inputs_embeds" in inputs:
         embed = getattr(model, "module", model).get_input_embeddings()  # DDP keeps the model in .module
         embeds = inputs["inputs_embeds"]
-        tail = {"inputs_embeds": torch.cat([embeds[prompt_of_row, -1:],
+        tail = {"inputs_embeds": torch.cat([embeds[prompt_of_row, start:],
                                             embed(completion_ids[:, :-1]).to(embeds.dtype)], 1)}
     else:
-        tail = {"input_ids": torch.cat([inputs["input_ids"][prompt_of_row, -1:], completion_ids[:, :-1]], 1)}
-    out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True)
-    logits = out.logits.float()  # [N, T, V]: tail position j predicts completion token j
+        tail = {"input_ids": torch.cat([inputs["input_ids"][prompt_of_row, start:], completion_ids[:, :-1]], 1)}
+        if not shared:  # the audio too, once per row
+            tail |= {k: v[prompt_of_row] for k, v in inputs.items() if k not in SEQUENCE_KEYS}
+    kw = {"logits_to_keep": t} if keeps_logits and not shared else {}
+    out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=shared,
+                **kw)
+    logits = out.logits[:, -t:].float()  # [N, T, V]: position P - 1 + j predicts completion token j
     if temperature != 1.0:
         logits = logits / temperature
     picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
