@@ -120,3 +120,34 @@ def test_encoded_rows_equal_encoding_each_batch_and_read_each_row_once(tiny_sall
     assert calls == [3, 3, 4, 2, 2] and sorted(encoded.rows) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="granite_speech.*cache_inputs=false"):
         EncodedRows(SimpleNamespace(family="granite_speech", rows_encode_alone=False), rows)
+
+
+def test_the_checkpoints_reshaping_generation_settings_are_turned_off(tiny_sallm):
+    """A checkpoint's generation_config may reshape sampling (repetition penalty, n-gram bans,
+    banned words, a minimum length, top-k...); rollouts sample without them, so the sampled
+    tokens and their processed surprisal equal those of a checkpoint that sets none."""
+    from leafrl.rollout.hf import reshaping_settings
+
+    model, adapter = tiny_sallm
+    inputs = inputs_for(adapter)
+    config = model.generation_config
+
+    def sample():
+        torch.manual_seed(0)
+        return generate_completions(model, adapter, inputs, max_new_tokens=12, num_samples=3, top_p=0.9)
+
+    plain = sample()
+    assert reshaping_settings(model) == {}
+    changed = {"repetition_penalty": 3.0, "no_repeat_ngram_size": 1, "bad_words_ids": [[7], [8]],
+               "min_new_tokens": 10, "min_length": 10, "top_k": 3, "typical_p": 0.5, "min_p": 0.2}
+    saved = {name: getattr(config, name) for name in changed}
+    try:
+        for name, value in changed.items():
+            setattr(config, name, value)
+        assert reshaping_settings(model) == changed
+        again = sample()
+    finally:
+        for name, value in saved.items():
+            setattr(config, name, value)
+    assert torch.equal(again.ids, plain.ids)
+    torch.testing.assert_close(again.surprisal, plain.surprisal, equal_nan=True)

@@ -107,6 +107,17 @@ def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) ->
     return json.loads((path / "state.json").read_text())
 
 
+def restore(out: Path, model: Any, optimizer: torch.optim.Optimizer) -> tuple[int, Path | None, list[str]]:
+    """Load the newest intact checkpoint of run directory ``out`` into ``model`` and ``optimizer``:
+    (its step, or 0 when there is none; the checkpoint; the newer ones skipped, as
+    ``find_checkpoint`` names them). Checkpoints none of which is intact raise ValueError."""
+    checkpoint, skipped = find_checkpoint(out)
+    if checkpoint is None and skipped:
+        raise ValueError(f"--resume {out}: no intact checkpoint (skipped {'; '.join(skipped)}); start again "
+                         "with --overwrite")
+    return (0 if checkpoint is None else load_checkpoint(checkpoint, model, optimizer)["step"]), checkpoint, skipped
+
+
 def adapter_dir(path: Path) -> Path:
     """The LoRA adapter directory that ``path`` names: an adapter directory itself (peft's
     adapter_config.json), a checkpoint (its adapter/) or a run directory (its newest intact checkpoint's)."""

@@ -1,5 +1,6 @@
 """Run reporting: MetricsLogger writes metrics to JSONL (always) and TensorBoard; progress_bar
-is the rich bar every long command shows. Only the main process writes (``enabled=False``)."""
+is the rich bar every long command shows; warn prints a warning; mean_over_processes averages a
+step's metrics over the processes. Only the main process writes (``enabled=False``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ def progress_bar(label: str, console: Console, disable: bool) -> Progress:
     columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     return Progress(*columns, console=console, disable=disable)
+
+
+def warn(message: str) -> None:
+    """``warning: message`` on stderr, unwrapped: shown even under --quiet."""
+    Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
 class MetricsLogger:
@@ -58,3 +64,14 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         value = value.item()
     return value
+
+
+def mean_over_processes(accelerator: Any, row: dict) -> dict:
+    """Each metric averaged over the processes (identity on one)."""
+    if accelerator.num_processes == 1:
+        return row
+    import torch
+
+    keys = sorted(row)
+    values = torch.tensor([float(row[k]) for k in keys], device=accelerator.device)
+    return dict(zip(keys, accelerator.reduce(values, reduction="mean").tolist()))

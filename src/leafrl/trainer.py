@@ -26,7 +26,7 @@ from rich.console import Console
 
 from leafrl._files import write_text_atomic
 from leafrl.advantages import grpo_advantages, leaf_advantages
-from leafrl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from leafrl.checkpoint import restore, save_checkpoint
 from leafrl.config import TrainConfig, resolve_paths, save_config
 from leafrl.data import load_split, split_source
 from leafrl.eval.evaluate import evaluate, score_predictions, significance
@@ -48,11 +48,11 @@ from leafrl.models import (
 from leafrl.preflight import check_rows
 from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
-from leafrl.rollout.hf import Completions, generate_completions
+from leafrl.rollout.hf import Completions, generate_completions, reshaping_settings
 from leafrl.rollout.record import record_groups, save_rollouts
 from leafrl.rundir import claim, remove, rewind
 from leafrl.schedule import warmup_cosine
-from leafrl.tracking import MetricsLogger, progress_bar
+from leafrl.tracking import MetricsLogger, mean_over_processes, progress_bar, warn
 
 
 @dataclass
@@ -91,11 +91,12 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
         dtype, "no") if gpu else "no")
     distributed = accelerator.distributed_type.value
     if distributed in ("FSDP", "DEEPSPEED"):
-        # checkpoints are written by the main process alone, which sharded parameters (or
-        # optimizer states) would turn into a hang; data parallel (DDP) is what is tested
-        raise ValueError(f"accelerate config: distributed_type {distributed} is not supported yet; use data "
-                         "parallel (distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole model on "
-                         "every process")
+        # checkpoints and evaluation read the whole LoRA on the main process, which sharded
+        # parameters (or optimizer states) would turn into a hang; data parallel (DDP) is what is tested
+        raise ValueError(f"accelerate config: distributed_type {distributed} is refused: leafrl saves and evaluates "
+                         "the whole LoRA on the main process, and sharded runs have not been tested (no GPU machine "
+                         "yet); use data parallel (distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole "
+                         "model on every process (examples/accelerate/)")
     cfg = resolve_paths(cfg)
     out, main = Path(cfg.out), accelerator.is_main_process
     replaced = claim(out, resume=resume, overwrite=overwrite)
@@ -105,25 +106,13 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
     if len(valid) < accelerator.num_processes:
         raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
                          "evaluates a share, so give at least one row per process (eval_examples, valid split)")
-    model, adapter = load_speech_lm(cfg.model, dtype=dtype)
-    for split, rows in (("train", train), ("valid", valid)):
-        check_rows(rows, adapter, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
-                   cfg.system)
-    if cfg.gradient_checkpointing:
-        checkpoint_activations(model)
-    s = cfg.lora_settings
-    torch.manual_seed(cfg.seed)  # the LoRA initialization
-    model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
+    model, adapter = load_policy(cfg, dtype, {"train": train, "valid": valid}, main)
     o = cfg.optim
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
                                   betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
-    checkpoint, skipped = find_checkpoint(out) if resume else (None, [])
-    if resume and checkpoint is None and skipped:
-        raise ValueError(f"--resume {out}: no intact checkpoint (skipped {'; '.join(skipped)}); start again "
-                         "with --overwrite")
-    for problem in skipped if main else []:  # on stderr, even with --quiet
-        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/yellow] skipping checkpoint {problem}")
-    start = 0 if checkpoint is None else load_checkpoint(checkpoint, model, optimizer)["step"]
+    start, checkpoint, skipped = restore(out, model, optimizer) if resume else (0, None, [])
+    for problem in skipped if main else []:
+        warn(f"skipping checkpoint {problem}")
     if resume:
         console.print(f"resuming from {checkpoint} (step {start})" if checkpoint else
                       f"no checkpoint in {out} yet: starting its run from step 0")
@@ -135,6 +124,24 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
     prepared, optimizer = accelerator.prepare(model, optimizer)
     return Run(cfg, accelerator, prepared, accelerator.unwrap_model(prepared), adapter, optimizer, train, valid,
                resolve_reward(cfg.reward), out, start)
+
+
+def load_policy(cfg: TrainConfig, dtype: torch.dtype, splits: dict[str, list], main: bool,
+                ) -> tuple[Any, SpeechLMAdapter]:
+    """The model in ``dtype`` with its LoRA (seeded), checked against every row of ``splits``
+    (``preflight``); checkpoint sampling settings that rollouts turn off are named."""
+    model, adapter = load_speech_lm(cfg.model, dtype=dtype)
+    for split, rows in splits.items():
+        check_rows(rows, adapter, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
+                   cfg.system)
+    if (reshaping := reshaping_settings(model)) and main:
+        warn(f"the generation_config of {cfg.model} sets {reshaping}: rollouts and evaluation sample without "
+             "them, so the loss scores the distribution the responses were sampled from")
+    if cfg.gradient_checkpointing:
+        checkpoint_activations(model)
+    s = cfg.lora_settings
+    torch.manual_seed(cfg.seed)  # the LoRA initialization
+    return attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout), adapter
 
 
 def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int = 0, world: int = 1) -> list[Any]:
@@ -324,15 +331,6 @@ def train_step(run: Run, step: int, record: Path | None = None) -> dict:
            "response_tokens": completions.mask.sum(1).float().mean().item(), "equal_reward_groups": equal,
            **metrics, **engine, **times}
     return mean_over_processes(acc, row)
-
-
-def mean_over_processes(accelerator: Any, row: dict) -> dict:
-    """Each metric averaged over the processes (identity on one)."""
-    if accelerator.num_processes == 1:
-        return row
-    keys = sorted(row)
-    values = torch.tensor([float(row[k]) for k in keys], device=accelerator.device)
-    return dict(zip(keys, accelerator.reduce(values, reduction="mean").tolist()))
 
 
 # ------------------------------------------------------------------------------ the loop

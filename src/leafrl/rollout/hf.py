@@ -18,6 +18,18 @@ import torch
 from leafrl.models.base import SEQUENCE_KEYS, SpeechLMAdapter, prefill_prompts, repeat_rows
 
 SURPRISAL_SOURCES = ("processed", "raw")
+RESHAPING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
+             "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "forced_bos_token_id": None,
+             "forced_eos_token_id": None, "min_length": 0, "min_new_tokens": None, "suppress_tokens": None,
+             "begin_suppress_tokens": None, "sequence_bias": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+             "eta_cutoff": 0.0, "min_p": None, "top_k": None, "top_h": None, "exponential_decay_length_penalty": None,
+             "renormalize_logits": False, "guidance_scale": None, "diversity_penalty": 0.0,
+             "watermarking_config": None}
+"""``generate`` settings that reshape the distribution beyond temperature and top-p, each with
+its no-op value (None: unset; rollouts sample with top_k 0). A checkpoint's generation_config
+may set them (a repetition penalty, say); the log-prob passes of the loss, the KL and the
+surprisal know nothing of them, so rollouts and evaluation turn them all off: the loss then
+scores the distribution the responses came from."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,14 @@ class Completions:
     ids: torch.Tensor
     mask: torch.Tensor
     surprisal: torch.Tensor | None
+
+
+def reshaping_settings(model: Any) -> dict[str, Any]:
+    """The ``RESHAPING`` settings that ``model``'s generation_config (from its checkpoint) sets to
+    anything but unset or a no-op, {name: value}: the ones rollouts turn off (name them to the user)."""
+    config = model.generation_config
+    return {name: value for name, off in RESHAPING.items() if (value := getattr(config, name, None)) is not None
+            and value != off and not (name == "top_k" and value == 0)}
 
 
 def completion_mask(ids: torch.Tensor, eos_token_ids: list[int]) -> torch.Tensor:
@@ -46,14 +66,17 @@ def generate_completions(model: Any, adapter: SpeechLMAdapter, inputs: dict[str,
     in place order: prompt i's samples are rows i*num_samples .. i*num_samples+num_samples-1.
 
     Each prompt is read once (``models.prefill_prompts``) and its cache repeated for its
-    samples, so the prompt tokens do not run once per sample.
+    samples, so the prompt tokens do not run once per sample. Settings of the checkpoint's
+    generation_config that reshape the distribution (``RESHAPING``) are turned off.
     surprisal: "processed" reads -log p from the distribution actually sampled from (after
     temperature and top-p: the LEAF authors' choice), "raw" from the model's own logits,
     None skips it (greedy evaluation).
     """
     if surprisal is not None and surprisal not in SURPRISAL_SOURCES:
         raise ValueError(f"surprisal must be one of {SURPRISAL_SOURCES} or None, got {surprisal!r}")
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
+    # the no-op values override what the checkpoint's generation_config sets (see RESHAPING)
+    sampling = {name: off for name, off in RESHAPING.items() if hasattr(model.generation_config, name)}
+    sampling |= {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
         else {"do_sample": False}
     if adapter.suppress_token_ids:
         sampling["suppress_tokens"] = adapter.suppress_token_ids
