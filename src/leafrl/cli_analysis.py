@@ -1,4 +1,5 @@
-"""The ``leafrl`` commands that judge and look inside: eval, compare, inspect, forks, credit.
+"""The ``leafrl`` commands that judge and look inside: eval, compare, inspect, forks, credit, and
+plan (the memory of a run before it is launched).
 Thin wrappers (registered on the app by leafrl.cli) that resolve the built-in defaults and call
 the library; every default lives once, in the config dataclasses or the library function."""
 
@@ -79,6 +80,67 @@ def register(app: typer.Typer) -> None:
     app.command()(forks)
     app.command()(credit)
     app.command()(inspect)
+    app.command("plan")(plan_)
+
+
+def plan_(
+    model: str | None = MODEL,
+    data: str | None = DATA,
+    config: Path | None = typer.Option(None, help="a YAML file of TrainConfig settings"),
+    set_: list[str] = typer.Option([], "--set", help="a TrainConfig setting: --set optim.micro_batch=4 (repeatable)"),
+    gpu_memory: float | None = typer.Option(None, help="GiB per GPU: also say the largest micro_batch that fits"),
+    prompt_tokens: int | None = typer.Option(None, help="the longest prompt in tokens, audio included",
+                                             show_default="measured on --data's train split (loads the model)"),
+) -> None:
+    """Memory per process of `leafrl train` with these settings, before launching it: parameters
+    (counted on the meta device, no weights read), weights, optimizer, rollout and update, the
+    peak, and with --gpu-memory the largest optim.micro_batch that fits (with and without
+    gradient_checkpointing)."""
+    import dataclasses
+
+    from rich.table import Table
+
+    from leafrl.models import resolve_dtype
+    from leafrl.plan import GIB, OVERHEAD, dimensions, largest_micro_batch, plan
+
+    console = Console()
+    cfg = train_config(model, data, config, set_, console)
+    dtype = resolve_dtype(cfg.model_dtype)
+    if prompt_tokens is None:
+        from leafrl.models import load_speech_lm
+        from leafrl.preflight import longest_prompt
+
+        speech = load_speech_lm(cfg.model)[1]
+        prompt_tokens = longest_prompt(_examples(cfg, "train", None), speech, cfg.system)
+    d = dimensions(cfg.model, cfg.lora_settings.rank, cfg.lora_settings.alpha)
+    p = plan(d, cfg, dtype.itemsize, prompt_tokens)
+    r = cfg.rollout
+    table = Table(title=f"{cfg.model}: {d.parameters:,} parameters in {str(dtype).removeprefix('torch.')}, "
+                        f"{d.trainable:,} trainable (LoRA r{cfg.lora_settings.rank})")
+    for column in ("per process", "memory", "what"):
+        table.add_column(column, justify="right" if column == "memory" else "left")
+    what = {"weights": "the model, the LoRA in float32",
+            "optimizer": "LoRA gradients and AdamW moments (float32)",
+            "rollout": f"{r.prompts_per_step} prompts x K {r.rollout_budget}: KV cache of {prompt_tokens} prompt + "
+                       f"{r.max_new_tokens} new tokens, and the scores kept for the surprisal",
+            "update": f"micro_batch {p.micro_batch}: activations"
+                      f"{' (checkpointed)' if cfg.gradient_checkpointing else ''} and the float32 logits with "
+                      "their gradient",
+            "peak": f"weights + optimizer + the larger of rollout and update (on a GPU add about "
+                    f"{OVERHEAD / GIB:.0f} GiB of CUDA context and workspace)"}
+    for name, text in what.items():
+        size = getattr(p, name)
+        table.add_row(name, f"{size / GIB:.2f} GiB" if size >= GIB / 10 else f"{size / 2**20:.1f} MiB", text)
+    table.caption = f"the longest prompt: {prompt_tokens} tokens; micro_batch {p.micro_batch}"
+    console.print(table)
+    if gpu_memory is not None:
+        budget = int(gpu_memory * GIB)
+        for checkpointing in (False, True):
+            fits = largest_micro_batch(d, dataclasses.replace(cfg, gradient_checkpointing=checkpointing),
+                                       dtype.itemsize, prompt_tokens, budget)
+            console.print(f"{gpu_memory:g} GiB per GPU, gradient_checkpointing={str(checkpointing).lower()}: "
+                          + (f"optim.micro_batch up to {fits}" if fits else "does not fit even at micro_batch 1; "
+                             "lower rollout.prompts_per_step or rollout.max_new_tokens, or shard the model"))
 
 
 def eval_(

@@ -44,6 +44,15 @@ def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int |
                         + "\n  ".join(problems[:SHOWN]) + more)
 
 
+def longest_prompt(examples: Sequence[Any], adapter: SpeechLMAdapter, system: str | None = None) -> int:
+    """The most tokens a prompt of ``examples`` takes, audio tokens included (clips measured from
+    their headers; rows the model cannot take raise as in ``check_rows``)."""
+    check_rows(examples, adapter, None, 0, "the rows", system)
+    samples = [0 if adapter.sampling_rate is None else round(clip_seconds(ex.audio, example_id=ex.id)
+                                                              * adapter.sampling_rate) for ex in examples]
+    return max(prompt_tokens(adapter, examples, samples, system))
+
+
 def _audio_problem(ex: Any, adapter: SpeechLMAdapter, shortest: int | None) -> tuple[str | None, int]:
     """(what is wrong with the row's audio or None, its samples at the model's rate); ``shortest``:
     the fewest samples the family's encoder takes (``shortest_clip``)."""
