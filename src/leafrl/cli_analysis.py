@@ -138,9 +138,12 @@ def plan_(
         for checkpointing in (False, True):
             fits = largest_micro_batch(d, dataclasses.replace(cfg, gradient_checkpointing=checkpointing),
                                        dtype.itemsize, prompt_tokens, budget)
+            fixed = (p.weights + p.optimizer + OVERHEAD) / GIB
+            advice = (f"the weights and LoRA state alone take {fixed:.1f} GiB with the CUDA context: a GPU with more "
+                      "memory" if fixed * GIB > budget else "lower rollout.prompts_per_step or rollout.max_new_tokens")
             console.print(f"{gpu_memory:g} GiB per GPU, gradient_checkpointing={str(checkpointing).lower()}: "
-                          + (f"optim.micro_batch up to {fits}" if fits else "does not fit even at micro_batch 1; "
-                             "lower rollout.prompts_per_step or rollout.max_new_tokens, or shard the model"))
+                          + (f"optim.micro_batch up to {fits}" if fits else f"does not fit even at micro_batch 1; "
+                             f"{advice}"))
 
 
 def eval_(
