@@ -204,10 +204,10 @@ def _policy(cfg: TrainConfig, adapter: Path | None, examples: list, split: str):
     """(model, speech adapter) of ``cfg.model``, with the LoRA adapter ``adapter`` applied, after
     checking that it can take every row of ``examples`` (``preflight.check_rows``)."""
     from leafrl.data import split_source
-    from leafrl.models import context_length, load_speech_lm
+    from leafrl.models import context_length, load_speech_lm, resolve_dtype
     from leafrl.preflight import check_rows
 
-    model, speech = load_speech_lm(cfg.model)
+    model, speech = load_speech_lm(cfg.model, dtype=resolve_dtype(cfg.model_dtype))
     check_rows(examples, speech, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
                cfg.system)
     if adapter is not None:
