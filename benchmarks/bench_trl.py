@@ -3,7 +3,9 @@ tiny text-only model, the same prompts and the same settings.
 
     python benchmarks/bench_trl.py [--steps 3] [--rows 200] [--max-new-tokens 32] [--threads N]
 
-Needs ``pip install trl`` (written against trl 1.16.0); runs on CPU, downloads nothing.
+Needs ``pip install trl`` (written against trl 1.16.0); runs on CPU, downloads nothing. A third
+row times TRL with LEAF's advantages (``leafrl.integrations.trl.LeafGRPOTrainer``, the paper's
+LeafConfig) on the same settings, run after the other two.
 
 A tiny ``Qwen2ForCausalLM`` (random weights, hidden 192, 4 layers, 4 heads, 2 KV heads) and a
 byte-level BPE tokenizer with a ChatML-style chat template are built and saved to a temporary
@@ -147,6 +149,55 @@ def bleu_reward(completions: list[list[dict]], reference: list[str], **kwargs: A
             for c, ref in zip(completions, reference, strict=True)]
 
 
+def trl_config(cls: type, out: Path, steps: int, args: argparse.Namespace, **more: Any) -> Any:
+    """The TRL config both TRL runs share (``cls``: GRPOConfig, or LeafGRPOConfig with ``more``)."""
+    return cls(
+        output_dir=str(out), use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
+        logging_strategy="no", disable_tqdm=True, seed=SEED, max_steps=steps,
+        # 48 completions per device batch = 6 prompts x 8 generations; one generation batch per optimizer step
+        per_device_train_batch_size=PROMPTS_PER_STEP * K, gradient_accumulation_steps=1, num_generations=K,
+        num_iterations=1, shuffle_dataset=False,
+        max_completion_length=args.max_new_tokens, temperature=TEMPERATURE, top_p=TOP_P, top_k=0,
+        learning_rate=LR, adam_beta1=0.9, adam_beta2=BETA2, weight_decay=0.0, max_grad_norm=GRAD_CLIP,
+        lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": MIN_LR_RATIO},
+        warmup_steps=WARMUP_FRAC,
+        beta=BETA, epsilon=CLIP_EPS, loss_type="grpo",  # "grpo": token mean per sequence, then mean
+        gradient_checkpointing=False,  # TRL defaults to True; leafrl does not checkpoint
+        **more,
+    )
+
+
+def time_trl_leaf(model_dir: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """TRL with LEAF's advantages (``LeafGRPOTrainer``, the paper's LeafConfig), on its own after the
+    interleaved run: "seconds" and mean "tokens" of steps 1..N, timed as TRL's above."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+
+    from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer
+
+    timed: dict[str, list[float]] = {"seconds": [], "tokens": []}
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            timed["seconds"].append(time.perf_counter() - self.start)
+            timed["tokens"].append(trainer._metrics["train"]["completions/mean_length"][-1])
+
+    steps = args.steps + 1
+    lora = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=LORA_TARGETS,
+                      task_type="CAUSAL_LM")
+    torch.manual_seed(SEED)
+    trainer = LeafGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                              reward_funcs=bleu_reward, args=trl_config(LeafGRPOConfig, out / "trl-leaf", steps, args),
+                              train_dataset=trl_dataset(data, steps), processing_class=AutoTokenizer.from_pretrained(
+                                  model_dir), peft_config=lora, callbacks=[Clock()])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    return {key: values[1:] for key, values in timed.items()}
+
+
 def time_both(model_dir: Path, data: Path, out: Path, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     """Per side, "seconds" and mean "tokens" per response of the timed steps 1..N, and leafrl's
     per-phase seconds. Steps alternate: leafrl step i, then TRL step i."""
@@ -182,19 +233,7 @@ def time_both(model_dir: Path, data: Path, out: Path, args: argparse.Namespace) 
             result["TRL"]["tokens"].append(self.trainer._metrics["train"]["completions/mean_length"][-1])
 
     steps = args.steps + 1
-    config = GRPOConfig(
-        output_dir=str(out / "trl"), use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
-        logging_strategy="no", disable_tqdm=True, seed=SEED, max_steps=steps,
-        # 48 completions per device batch = 6 prompts x 8 generations; one generation batch per optimizer step
-        per_device_train_batch_size=PROMPTS_PER_STEP * K, gradient_accumulation_steps=1, num_generations=K,
-        num_iterations=1, shuffle_dataset=False,
-        max_completion_length=args.max_new_tokens, temperature=TEMPERATURE, top_p=TOP_P, top_k=0,
-        learning_rate=LR, adam_beta1=0.9, adam_beta2=BETA2, weight_decay=0.0, max_grad_norm=GRAD_CLIP,
-        lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": MIN_LR_RATIO},
-        warmup_steps=WARMUP_FRAC,
-        beta=BETA, epsilon=CLIP_EPS, loss_type="grpo",  # "grpo": token mean per sequence, then mean
-        gradient_checkpointing=False,  # TRL defaults to True; leafrl does not checkpoint
-    )
+    config = trl_config(GRPOConfig, out / "trl", steps, args)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     lora = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=LORA_TARGETS,
@@ -234,6 +273,7 @@ def main() -> None:
         texts = write_task(root / "data", args.rows)
         save_model(root / "model", texts)
         timed = time_both(root / "model", root / "data", root, args)
+        timed["TRL+LEAF"] = time_trl_leaf(root / "model", root / "data", root, args)
 
     print(f"trl {trl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads, CPU")
@@ -246,6 +286,8 @@ def main() -> None:
               f"{statistics.mean(t['tokens']):>13.1f}")
     ratio = statistics.mean(timed["TRL"]["seconds"]) / statistics.mean(timed["leafrl"]["seconds"])
     print(f"ratio TRL / leafrl (mean s/step): {ratio:.2f}")
+    leaf = statistics.mean(timed["TRL+LEAF"]["seconds"]) / statistics.mean(timed["TRL"]["seconds"])
+    print(f"ratio TRL+LEAF / TRL (mean s/step; TRL+LEAF ran after, not interleaved): {leaf:.2f}")
     phases = [f"{key.removeprefix('time/')} {statistics.mean(v):.2f}" for key, v in timed["leafrl"].items()
               if key.startswith("time/")]
     print("leafrl phases, mean s: " + ", ".join(phases))

@@ -1,0 +1,139 @@
+"""LeafGRPOTrainer: TRL's GRPOTrainer with LEAF's advantages, on CPU with a tiny text model.
+It trains and logs LEAF's statistics; at fork_budget 0 its advantages are TRL's own GRPO ones;
+the rows of several processes gathered and sliced back equal one process's."""
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from leafrl.advantages import LeafConfig, leaf_advantages  # noqa: E402
+from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer, leaf_rows  # noqa: E402
+
+PROMPTS = ["Translate into German: the red dog", "Translate into German: three cars", "How many apples?",
+           "Translate into German: a blue house"]
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from conftest import TEXTS
+    from leafrl.models.tiny import train_tokenizer
+
+    path = tmp_path_factory.mktemp("trl-model")
+    tok = train_tokenizer(TEXTS + PROMPTS, 320)
+    tok.chat_template = TEMPLATE
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def length_reward(completions, **kwargs):
+    """Graded from the first random response: longer is better, up to 20 characters."""
+    return [min(len(c[0]["content"]), 20) / 20 for c in completions]
+
+
+def make_trainer(path, out, **leaf):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    args = LeafGRPOConfig(output_dir=str(out), use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
+                          disable_tqdm=True, seed=0, max_steps=2, per_device_train_batch_size=8, num_generations=4,
+                          max_completion_length=8, learning_rate=1e-2, beta=0.02, gradient_checkpointing=False,
+                          shuffle_dataset=False, **leaf)
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS * 4])
+    return LeafGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=length_reward, args=args,
+                           train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(path),
+                           peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+
+
+def test_trains_and_logs_leaf_statistics(tiny_text, tmp_path):
+    trainer = make_trainer(tiny_text, tmp_path)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert {"leaf/fork_fire_rate", "leaf/nodes_per_group", "leaf/nonzero_adv_frac"} <= set(logged)
+    moved = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert moved
+
+
+def test_fork_budget_0_gives_trls_grpo_advantages(tiny_text, tmp_path, monkeypatch):
+    """No boundary: one span per response, LEAF's advantage of every token is the response's
+    z-scored reward, which is TRL's GRPO advantage (TRL adds 1e-4 to the std)."""
+    from trl import GRPOTrainer
+
+    seen = {}
+    original = GRPOTrainer._generate_and_score_completions
+
+    def recording(self, inputs):
+        out = original(self, inputs)
+        seen.setdefault("trl", out["advantages"].clone())
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", recording)
+    trainer = make_trainer(tiny_text, tmp_path, fork_budget=0)
+    trainer.model.train()  # as in a training step
+    batch = trainer._generate_and_score_completions([{"prompt": [{"role": "user", "content": p}]}
+                                                     for p in PROMPTS[:2] for _ in range(4)])
+    leaf, mask = batch["advantages"], batch["completion_mask"].bool()
+    assert leaf.dim() == 2 and leaf.shape == mask.shape and not leaf[~mask].any()
+    want = seen["trl"][:, None].expand_as(leaf)
+    torch.testing.assert_close(leaf[mask], want[mask], atol=1e-3, rtol=1e-3)
+    assert seen["trl"].abs().max() > 0.1  # rewards differed, so the comparison has content
+
+
+class TwoProcesses:
+    """What accelerate does for process ``index`` of 2 whose rows are ``shares``: gather
+    concatenates every process's tensor, padded to the longest."""
+
+    def __init__(self, shares, index):
+        self.shares, self.process_index = shares, index
+        self.calls = 0
+
+    def pad_across_processes(self, x, dim, pad_index):
+        return x  # padded in gather, where every share is known
+
+    def gather(self, x):
+        name = ("ids", "mask", "surprisal")[self.calls % 3]
+        self.calls += 1
+        parts = [share[name].to(x.dtype) for share in self.shares]
+        width = max(p.shape[1] for p in parts)
+        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+
+
+def test_groups_split_across_processes_get_the_advantages_of_one_process():
+    """TRL may put a prompt's completions on two processes: each process's LEAF rows, gathered
+    and sliced back, equal the rows of the whole batch computed at once."""
+    gen = torch.Generator().manual_seed(0)
+    k, n = 4, 12  # 3 groups of 4 over 2 processes of 6 rows: group 1 is split
+    base = torch.randint(0, 30, (1, 9), generator=gen).repeat(n, 1)
+    own = torch.randint(0, 30, (n, 9), generator=gen)
+    leave = torch.randint(1, 9, (n, 1), generator=gen)
+    ids = torch.where(torch.arange(9) < leave, base, own)
+    mask = torch.arange(9) < torch.randint(3, 10, (n, 1), generator=gen)
+    mask[:6, 7:] = False  # process 0's completions are shorter: it pads to 7 columns, process 1 to 9
+    surprisal = torch.rand(n, 9, generator=gen)
+    rewards = torch.rand(n, generator=gen)
+    rewards[5] = float("nan")  # one unscorable completion
+    filled = rewards.clone()
+    filled[5] = torch.nanmean(rewards[4:8])
+    whole, _ = leaf_advantages(ids, mask, surprisal, filled, torch.arange(n) // k, LeafConfig())
+    whole[5] = 0.0
+    shares = [{"ids": ids[:6, :7], "mask": mask[:6, :7], "surprisal": surprisal[:6, :7]},
+              {"ids": ids[6:], "mask": mask[6:], "surprisal": surprisal[6:]}]
+    for index, rows in enumerate((slice(0, 6), slice(6, 12))):
+        share = shares[index]
+        adv, stats = leaf_rows(TwoProcesses(shares, index), share["ids"], share["mask"], share["surprisal"], rewards,
+                               k, LeafConfig())
+        width = share["ids"].shape[1]
+        torch.testing.assert_close(adv, whole[rows, :width])
+        assert stats["fork_fire_rate"] >= 0
