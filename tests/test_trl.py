@@ -41,13 +41,13 @@ def length_reward(completions, **kwargs):
     return [min(len(c[0]["content"]), 20) / 20 for c in completions]
 
 
-def make_trainer(path, out, **leaf):
+def make_trainer(path, out, batch=8, **leaf):
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     args = LeafGRPOConfig(output_dir=str(out), use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
-                          disable_tqdm=True, seed=0, max_steps=2, per_device_train_batch_size=8, num_generations=4,
+                          disable_tqdm=True, seed=0, max_steps=2, per_device_train_batch_size=batch, num_generations=4,
                           max_completion_length=8, learning_rate=1e-2, beta=0.02, gradient_checkpointing=False,
                           shuffle_dataset=False, **leaf)
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS * 4])
@@ -137,3 +137,45 @@ def test_groups_split_across_processes_get_the_advantages_of_one_process():
         width = share["ids"].shape[1]
         torch.testing.assert_close(adv, whole[rows, :width])
         assert stats["fork_fire_rate"] >= 0
+
+
+SCRIPT = """
+import sys, json, torch
+sys.path.insert(0, {tests!r})
+from test_trl import make_trainer
+trainer = make_trainer({model!r}, {out!r}, batch=6)  # 12 rows = 3 groups: one is split
+seen = []
+original = type(trainer)._generate_and_score_completions
+def recording(self, inputs):
+    out = original(self, inputs)
+    seen.append(out["advantages"].shape[0])
+    return out
+type(trainer)._generate_and_score_completions = recording
+trainer.train()
+if trainer.accelerator.is_main_process:
+    json.dump({{"processes": trainer.accelerator.num_processes, "rows": seen,
+               "log": trainer.state.log_history[0]}}, open({result!r}, "w"))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_train_with_groups_split_between_them(tiny_text, tmp_path):
+    """torchrun, 2 CPU processes (gloo): 3 groups of 4 over 2 x 6 rows, so one group has rows on
+    both; each process keeps its 6 rows and the run logs LEAF's statistics."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "two.py"
+    result = tmp_path / "result.json"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), model=str(tiny_text), out=str(tmp_path / "out"),
+                                    result=str(result)))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(result.read_text())
+    assert summary["processes"] == 2 and set(summary["rows"]) == {6}
+    assert "leaf/fork_fire_rate" in summary["log"]
