@@ -18,12 +18,12 @@ SHOWN = 10  # rows named in the error; the rest are counted
 
 
 def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int | None,
-               new_tokens: int | Sequence[int], source: str, system: str | None = None) -> None:
+               new_tokens: int | Sequence[int], source: str, system: str | None = None) -> list[int]:
     """Raise one DataError naming every row of ``examples`` that the model cannot take: audio
     missing (or given to a text-only model), unreadable, too short for the audio encoder or longer
     than its feature window, or a prompt that with ``new_tokens`` (one count, or one per row)
     does not fit in ``context`` tokens (None: no limit known). ``source`` names the split; ``system``
-    is the system prompt the rows are built with."""
+    is the system prompt the rows are built with. Returns each row's prompt length in tokens."""
     new = [new_tokens] * len(examples) if isinstance(new_tokens, int) else list(new_tokens)
     problems, samples = [], []
     shortest = None if adapter.sampling_rate is None else shortest_clip(adapter)
@@ -32,8 +32,9 @@ def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int |
         samples.append(n)
         if problem is not None:
             problems.append(problem)
-    if context is not None and not problems:
-        for ex, length, extra in zip(examples, prompt_tokens(adapter, examples, samples, system), new, strict=True):
+    lengths = [] if problems else prompt_tokens(adapter, examples, samples, system)
+    if context is not None:
+        for ex, length, extra in zip(examples, lengths, new):
             if length + extra > context:
                 problems.append(f"example {ex.id!r}: its prompt is {length} tokens (audio included), and with "
                                 f"{extra} new tokens that is over the model's context of {context}; shorten the "
@@ -42,15 +43,13 @@ def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int |
         more = f"\n  and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
         raise DataError(f"{source}: {len(problems)} of {len(examples)} rows cannot be used; fix or drop them:\n  "
                         + "\n  ".join(problems[:SHOWN]) + more)
+    return lengths
 
 
 def longest_prompt(examples: Sequence[Any], adapter: SpeechLMAdapter, system: str | None = None) -> int:
     """The most tokens a prompt of ``examples`` takes, audio tokens included (clips measured from
     their headers; rows the model cannot take raise as in ``check_rows``)."""
-    check_rows(examples, adapter, None, 0, "the rows", system)
-    samples = [0 if adapter.sampling_rate is None else round(clip_seconds(ex.audio, example_id=ex.id)
-                                                              * adapter.sampling_rate) for ex in examples]
-    return max(prompt_tokens(adapter, examples, samples, system))
+    return max(check_rows(examples, adapter, None, 0, "the rows", system))
 
 
 def _audio_problem(ex: Any, adapter: SpeechLMAdapter, shortest: int | None) -> tuple[str | None, int]:
