@@ -16,24 +16,31 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content']
             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-@pytest.fixture(scope="module")
-def tiny_text(tmp_path_factory):
+def save_text_model(path, sharpness=1.0):
+    """A tiny Qwen2 text model; ``sharpness`` scales its output layer (random logits are nearly
+    flat, so even at a low temperature its samples share no prefix unless they are sharpened)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from conftest import TEXTS
     from leafrl.models.tiny import train_tokenizer
 
-    path = tmp_path_factory.mktemp("trl-model")
     tok = train_tokenizer(TEXTS + PROMPTS, 320)
     tok.chat_template = TEMPLATE
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory):
+    return save_text_model(tmp_path_factory.mktemp("trl-model"))
 
 
 def length_reward(completions, **kwargs):
@@ -66,7 +73,7 @@ def test_trains_and_logs_leaf_statistics(tiny_text, tmp_path):
     assert moved
 
 
-def test_fork_budget_0_gives_trls_grpo_advantages(tiny_text, tmp_path, monkeypatch):
+def test_fork_budget_0_gives_trls_grpo_advantages(tmp_path, monkeypatch):
     """No boundary: one span per response, LEAF's advantage of every token is the response's
     z-scored reward, which is TRL's GRPO advantage (TRL adds 1e-4 to the std)."""
     from trl import GRPOTrainer
@@ -80,7 +87,9 @@ def test_fork_budget_0_gives_trls_grpo_advantages(tiny_text, tmp_path, monkeypat
         return out
 
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", recording)
-    trainer = make_trainer(tiny_text, tmp_path, fork_budget=0)
+    # a sharp model: its completions share prefixes, so fork_budget 2 would not match (tested below)
+    trainer = make_trainer(save_text_model(tmp_path / "sharp", sharpness=40.0), tmp_path, temperature=0.7,
+                           fork_budget=0)
     trainer.model.train()  # as in a training step
     batch = trainer._generate_and_score_completions([{"prompt": [{"role": "user", "content": p}]}
                                                      for p in PROMPTS[:2] for _ in range(4)])
@@ -179,3 +188,17 @@ def test_two_processes_train_with_groups_split_between_them(tiny_text, tmp_path)
     summary = json.loads(result.read_text())
     assert summary["processes"] == 2 and set(summary["rows"]) == {6}
     assert "leaf/fork_fire_rate" in summary["log"]
+
+
+def test_with_shared_prefixes_leaf_gives_tokens_of_a_response_different_credit(tmp_path):
+    """With a sharp model the K completions share prefixes, LEAF's boundaries fire, and its
+    advantages vary along a response where TRL's GRPO gives every token one value."""
+    trainer = make_trainer(save_text_model(tmp_path / "sharp", sharpness=40.0), tmp_path, temperature=0.7,
+                           fork_budget=2)
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([{"prompt": [{"role": "user", "content": p}]}
+                                                     for p in PROMPTS[:2] for _ in range(4)])
+    adv, mask = batch["advantages"], batch["completion_mask"].bool()
+    assert trainer._metrics["train"]["leaf/fork_fire_rate"][-1] > 0
+    varies = [bool(row[m].unique().numel() > 1) for row, m in zip(adv, mask)]
+    assert any(varies)
