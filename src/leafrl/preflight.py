@@ -13,6 +13,7 @@ from typing import Any
 from leafrl.audio.io import AudioError, clip_seconds
 from leafrl.data import DataError
 from leafrl.models import SpeechLMAdapter
+from leafrl.rollout.batch import modality_problem
 
 SHOWN = 10  # rows named in the error; the rest are counted
 
@@ -56,9 +57,8 @@ def _audio_problem(ex: Any, adapter: SpeechLMAdapter, shortest: int | None) -> t
     """(what is wrong with the row's audio or None, its samples at the model's rate); ``shortest``:
     the fewest samples the family's encoder takes (``shortest_clip``)."""
     rate = adapter.sampling_rate
-    if (ex.audio is not None) != (rate is not None):
-        return (f"example {ex.id!r}: " + (f"no audio, but {adapter.family} needs a clip per prompt" if rate else
-                                          f"has audio, but {adapter.family} is a text-only model")), 0
+    if (problem := modality_problem(ex, adapter)) is not None:
+        return problem, 0
     if rate is None:
         return None, 0
     try:

@@ -276,8 +276,9 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
     Each prompt runs once however many rows continue it (``prefill_prompts``); then the rows
     run their last prompt token and completion. Under activation checkpointing (``checkpointed``)
     each row runs its prompt and completion whole instead: the same log-probs and gradients.
-    Whatever the model's dtype, the log-softmax is taken in float32. Positions follow ``generate``'s convention, so
-    on-policy ratios are exactly 1. keeps_logits: the model takes ``logits_to_keep``.
+    Whatever the model's dtype, the log-softmax is taken in float32. Positions follow
+    ``generate``'s convention, so on-policy ratios are exactly 1. keeps_logits: the model takes
+    ``logits_to_keep``.
     temperature: log-probs of softmax(logits / temperature), the distribution sampled from.
     """
     if temperature <= 0:

@@ -17,16 +17,24 @@ def encode_examples(adapter: SpeechLMAdapter, examples: Sequence[Any],
     """Model inputs (prompt rows, left-padded) for ``examples`` (leafrl.data.Example)."""
     prompts = [adapter.build_prompt(ex.prompt, system) for ex in examples]
     ids = [ex.id for ex in examples]
-    wants_audio = adapter.sampling_rate is not None
     for ex in examples:
-        if (ex.audio is not None) != wants_audio:
-            raise ValueError(f"example {ex.id!r}: " + (f"no audio, but {adapter.family} needs a clip per prompt"
-                             if wants_audio else f"has audio, but {adapter.family} is a text-only model"))
+        if (problem := modality_problem(ex, adapter)) is not None:
+            raise ValueError(problem)
     audios = None
-    if wants_audio:
+    if adapter.sampling_rate is not None:
         audios = [load_audio(ex.audio, sampling_rate=adapter.sampling_rate, example_id=ex.id)
                   for ex in examples]
     return adapter.encode(prompts, audios, ids)
+
+
+def modality_problem(example: Any, adapter: SpeechLMAdapter) -> str | None:
+    """Why ``example`` does not suit the family (a row without audio for a speech model, a row
+    with audio for a text-only one), naming the row; None when it does."""
+    wants_audio = adapter.sampling_rate is not None
+    if (example.audio is not None) == wants_audio:
+        return None
+    return f"example {example.id!r}: " + (f"no audio, but {adapter.family} needs a clip per prompt" if wants_audio
+                                          else f"has audio, but {adapter.family} is a text-only model")
 
 
 class EncodedRows:
