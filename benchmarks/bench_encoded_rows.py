@@ -4,7 +4,7 @@ collating rows kept from an earlier epoch (``leafrl.rollout.batch.EncodedRows``,
 
     python benchmarks/bench_encoded_rows.py [--model DIR] [--rows 640] [--batch 32]
 
-Without --model, the built-in base model's adapter (the encoding does not depend on the
+Without --model, the built-in base model's family (the encoding does not depend on the
 weights). The rows are the built-in task's training rows (built once if missing).
 Prints milliseconds per batch for both and the ratio.
 """
@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
     train = list(load_split(prepare_task(Console(quiet=True)), "train"))[: args.rows]
-    _, adapter = load_speech_lm(args.model or base_model())
+    _, family = load_speech_lm(args.model or base_model())
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randperm(len(train), generator=generator)[: args.batch].tolist() for _ in range(args.batches)]
-    kept = EncodedRows(adapter, train)
+    kept = EncodedRows(family, train)
     kept(list(range(len(train))))  # every row seen once, as after the first epoch
 
     def per_batch(fn) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
             fn(batch)
         return (time.perf_counter() - start) / len(batches)
 
-    encoding = per_batch(lambda b: encode_examples(adapter, [train[i] for i in b]))
+    encoding = per_batch(lambda b: encode_examples(family, [train[i] for i in b]))
     collating = per_batch(kept)
     print(f"{args.batch} rows a batch: encoding {encoding * 1e3:.1f} ms, kept rows {collating * 1e3:.1f} ms "
           f"({encoding / collating:.0f}x)")

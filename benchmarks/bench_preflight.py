@@ -37,9 +37,9 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=256, help="size of the file hashed")
     args = parser.parse_args()
     rows = list(load_split(args.data, args.split))
-    model, adapter = load_speech_lm(args.model or base_model())
-    check = timed(lambda: check_rows(rows, adapter, context_length(model), 32, split_source(args.data, args.split)))
-    decode = timed(lambda: [load_audio(ex.audio, sampling_rate=adapter.sampling_rate) for ex in rows])
+    model, family = load_speech_lm(args.model or base_model())
+    check = timed(lambda: check_rows(rows, family, context_length(model), 32, split_source(args.data, args.split)))
+    decode = timed(lambda: [load_audio(ex.audio, sampling_rate=family.sampling_rate) for ex in rows])
     print(f"{len(rows)} rows of {args.split}: start-up check {check:.2f} s ({check / len(rows) * 1e3:.3f} ms a row); "
           f"decoding every clip {decode:.2f} s; the check is {decode / check:.1f}x cheaper")
     with tempfile.TemporaryDirectory() as tmp:

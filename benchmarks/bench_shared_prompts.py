@@ -44,28 +44,28 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8)
     args = parser.parse_args()
     train = list(load_split(prepare_task(Console(quiet=True)), "train"))[: args.prompts]
-    model, adapter = load_speech_lm(args.model or base_model())
+    model, family = load_speech_lm(args.model or base_model())
     torch.manual_seed(0)
     model = attach_lora(model, rank=16, alpha=32, dropout=0.0)
     model.eval()
     k, n = args.k, args.prompts * args.k
-    prompts = embed_prompts(model, encode_examples(adapter, train))
+    prompts = embed_prompts(model, encode_examples(family, train))
     of_row = torch.arange(n) // k
     repeated = slice_rows(prompts, of_row, EMBEDDED_KEYS)
     sampling = {"temperature": 1.0, "top_p": 0.9, "max_new_tokens": 32}
-    out = generate_completions(model, adapter, prompts, num_samples=k, **sampling)
+    out = generate_completions(model, family, prompts, num_samples=k, **sampling)
     ids, mask = out.ids, out.mask
 
     def hf_generate():  # transformers' own: every row reads its whole prompt
         with torch.no_grad():
-            seq = model.generate(**repeated, **sampling, do_sample=True, top_k=0, pad_token_id=adapter.pad_token_id,
-                                 eos_token_id=adapter.eos_token_ids, suppress_tokens=adapter.suppress_token_ids,
+            seq = model.generate(**repeated, **sampling, do_sample=True, top_k=0, pad_token_id=family.pad_token_id,
+                                 eos_token_id=family.eos_token_ids, suppress_tokens=family.suppress_token_ids,
                                  return_dict_in_generate=True, output_scores=True).sequences
-            completion_mask(seq, adapter.eos_token_ids)
+            completion_mask(seq, family.eos_token_ids)
 
     def forward_backward(inputs, index):
         model.zero_grad(set_to_none=True)
-        completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, index).sum().backward()
+        completion_logprobs(model, inputs, ids, mask, family.keeps_logits, index).sum().backward()
 
     def no_grad(fn):
         def run():
@@ -74,10 +74,10 @@ def main() -> None:
         return run
 
     cases = {
-        "sampling": (hf_generate, lambda: generate_completions(model, adapter, prompts, num_samples=k, **sampling)),
+        "sampling": (hf_generate, lambda: generate_completions(model, family, prompts, num_samples=k, **sampling)),
         "log-probs, no grad": (
-            no_grad(lambda: completion_logprobs(model, repeated, ids, mask, adapter.keeps_logits)),
-            no_grad(lambda: completion_logprobs(model, prompts, ids, mask, adapter.keeps_logits, of_row))),
+            no_grad(lambda: completion_logprobs(model, repeated, ids, mask, family.keeps_logits)),
+            no_grad(lambda: completion_logprobs(model, prompts, ids, mask, family.keeps_logits, of_row))),
         "log-probs, fwd+bwd": (lambda: forward_backward(repeated, None), lambda: forward_backward(prompts, of_row)),
     }
     width = prompts["attention_mask"].shape[1]

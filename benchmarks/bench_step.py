@@ -1,11 +1,11 @@
 """Per-phase time of one RL step, LEAF beside GRPO, on the same model, data and settings, and the
 update phase at the paper's 8 minibatches beside one minibatch of all rows.
 
-    python benchmarks/bench_step.py [--model DIR] [--data DIR] [--steps 4] [--set key=value ...]
+    python benchmarks/bench_step.py [--recipe NAME] [--model DIR] [--data DIR] [--steps 4] [--set key=value ...]
 
-Without --model, the built-in base model; without --data, the built-in task (built once if
-missing), with the settings ``leafrl train`` uses on them (``leafrl.builtin.BUILTIN_TRAIN``);
-with --model, the paper's. The first step of each run is a warm-up and is not counted.
+The settings are ``leafrl train``'s: the recipe builtin-conventions (the built-in base model on
+the built-in task, synthesized once if missing), or with --recipe another one; --model, --data
+and --set apply over it. The first step of each run is a warm-up and is not counted.
 Prints seconds per phase, LEAF's overhead over GRPO as a share of the step, and the update
 phase at ``optim.minibatch`` (default 6: 48 rows make 8 optimizer steps) against one minibatch.
 """
@@ -18,13 +18,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from leafrl import builtin
-from leafrl.config import TrainConfig, apply_overrides
+from leafrl import recipes
+from leafrl.config import TrainConfig, apply_overrides, load_config
 from leafrl.trainer import setup, train_step
 
 
-def phase_times(overrides: list[str], steps: int, out: Path) -> dict[str, float]:
-    run = setup(apply_overrides(TrainConfig(), [*overrides, f"out={out}", "eval_examples=1"]), Console(quiet=True),
+def phase_times(base: TrainConfig, overrides: list[str], steps: int, out: Path) -> dict[str, float]:
+    run = setup(apply_overrides(TrainConfig(), [*overrides, f"out={out}", "eval.examples=1"]), Console(quiet=True),
                 resume=False)
     rows = [train_step(run, step) for step in range(steps + 1)][1:]  # step 0 warms up
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key.startswith("time/")}
@@ -32,18 +32,18 @@ def phase_times(overrides: list[str], steps: int, out: Path) -> dict[str, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="HF directory or hub name (default: the built-in base model)")
-    parser.add_argument("--data", help="data directory (default: the built-in task)")
+    parser.add_argument("--recipe", default=recipes.DEFAULT, help="the recipe to start from")
+    parser.add_argument("--model", help="HF directory, hub name or builtin:NAME (default: the recipe's)")
+    parser.add_argument("--data", help="data directory or builtin:NAME (default: the recipe's)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run")
     parser.add_argument("--set", action="append", default=[], help="TrainConfig override, repeatable")
     args = parser.parse_args()
-    base = [*(builtin.BUILTIN_TRAIN if args.model is None else []),
-            f"model={args.model or builtin.base_model()}",
-            f"data={args.data or builtin.prepare_task(Console(quiet=True))}", *args.set]
+    base = load_config(TrainConfig, recipe=args.recipe, overrides=args.set, model=args.model, data=args.data)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"leaf": [*base, "algo=leaf"], "grpo": [*base, "algo=grpo"],
-                "leaf, 1 minibatch": [*base, "algo=leaf", "optim.minibatch=100000"]}
-        times = {name: phase_times(over, args.steps, Path(tmp) / str(i)) for i, (name, over) in enumerate(runs.items())}
+        runs = {"leaf": ["algo=leaf"], "grpo": ["algo=grpo"],
+                "leaf, 1 minibatch": ["algo=leaf", "optim.minibatch=100000"]}
+        times = {name: phase_times(base, over, args.steps, Path(tmp) / str(i))
+                 for i, (name, over) in enumerate(runs.items())}
     print(f"{'phase':<18}{'leaf s':>10}{'grpo s':>10}")
     for phase in times["leaf"]:
         print(f"{phase.removeprefix('time/'):<18}{times['leaf'][phase]:>10.3f}{times['grpo'][phase]:>10.3f}")

@@ -119,10 +119,10 @@ def save_model(directory: Path, texts: list[str]) -> None:
 def leafrl_run(model: Path, data: Path, out: Path, args: argparse.Namespace) -> Any:
     """leafrl's run (model with LoRA, optimizer, data), built by ``leafrl.trainer.setup``."""
     cfg = apply_overrides(TrainConfig(), [
-        "algo=grpo", f"model={model}", f"data={data}", f"out={out}", f"steps={args.steps + 1}", "eval_examples=1",
+        "algo=grpo", f"model={model}", f"data={data}", f"out={out}", f"steps={args.steps + 1}", "eval.examples=1",
         "reward=bleu", f"seed={SEED}", f"rollout.rollout_budget={K}", f"rollout.prompts_per_step={PROMPTS_PER_STEP}",
         f"rollout.temperature={TEMPERATURE}", f"rollout.top_p={TOP_P}", f"rollout.max_new_tokens={args.max_new_tokens}",
-        f"lora_settings.rank={LORA_RANK}", f"lora_settings.alpha={LORA_ALPHA}", f"lora_settings.dropout={LORA_DROPOUT}",
+        f"lora.rank={LORA_RANK}", f"lora.alpha={LORA_ALPHA}", f"lora.dropout={LORA_DROPOUT}",
         f"optim.lr={LR}", f"optim.micro_batch={PROMPTS_PER_STEP * K}", f"optim.warmup_frac={WARMUP_FRAC}",
         f"optim.min_lr_ratio={MIN_LR_RATIO}", f"optim.beta2={BETA2}", "optim.weight_decay=0.0",
         f"optim.grad_clip={GRAD_CLIP}", f"loss.beta={BETA}", f"loss.clip_low={CLIP_EPS}", f"loss.clip_high={CLIP_EPS}",

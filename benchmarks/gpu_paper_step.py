@@ -49,8 +49,8 @@ TEXT = {"granite-2b": dict(hidden_size=2048, num_hidden_layers=40, intermediate_
         "reduced": dict(hidden_size=256, num_hidden_layers=4, intermediate_size=1024, num_attention_heads=8,
                         num_key_value_heads=2, vocab_size=49160)}
 PAPER = ["rollout.rollout_budget=8", "rollout.prompts_per_step=6", "rollout.max_new_tokens=200",
-         "lora_settings.rank=64", "lora_settings.alpha=128", "optim.minibatch=6", "eval_examples=1",
-         "reward=chrf", "record_groups=0"]
+         "lora.rank=64", "lora.alpha=128", "optim.minibatch=6", "eval.examples=1",
+         "reward=chrf", "rollout.saved_groups=0"]
 
 
 def build_model(size: str, path: Path) -> None:
@@ -131,8 +131,8 @@ def main() -> None:
         rows = [train_step(run, step) for step in range(args.steps)]
         peak = peak_bytes()
         dtype = resolve_dtype(cfg.model_dtype)
-        prompt = longest_prompt(run.train, run.adapter)
-        estimate = plan(dimensions(cfg.model, cfg.lora_settings.rank, cfg.lora_settings.alpha), cfg, dtype.itemsize,
+        prompt = longest_prompt(run.train, run.family)
+        estimate = plan(dimensions(cfg.model, cfg.lora.rank, cfg.lora.alpha), cfg, dtype.itemsize,
                         prompt)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     n = cfg.rollout.prompts_per_step * cfg.rollout.rollout_budget

@@ -5,22 +5,22 @@ import json
 import numpy as np
 import pytest
 
-from leafrl.models.tiny import TinySize
+from leafrl.models.tiny import TinyConfig
 
 TEXTS = ["drei rote Äpfel und ein blaues Auto", "there are three apples on the table",
          "Translate the English speech into German.", "How many cars are there?"] * 20
-TINY = TinySize(vocab_size=320, n_mels=32, hop_length=320, n_fft=400, window_seconds=3, audio_dim=32, audio_layers=1,
+TINY = TinyConfig(vocab_size=320, n_mels=32, hop_length=320, n_fft=400, window_seconds=3, audio_dim=32, audio_layers=1,
                 audio_heads=2, text_dim=32, text_layers=2, text_heads=2, text_kv_heads=1,
                 max_positions=512)
 
 
 @pytest.fixture(scope="session")
 def tiny_sallm():
-    """(model, adapter) of a tiny SALLM, in eval mode."""
+    """(model, family) of a tiny SALLM, in eval mode."""
     from leafrl.models.tiny import new_tiny_sallm
 
-    model, adapter = new_tiny_sallm(TEXTS, TINY)
-    return model.eval(), adapter
+    model, family = new_tiny_sallm(TEXTS, TINY)
+    return model.eval(), family
 
 
 def save_tiny_sallm(path):

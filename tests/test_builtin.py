@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from leafrl import builtin
+from leafrl.config import TrainConfig
 from leafrl.data.demo import FORMAT_VERSION
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
@@ -20,8 +21,8 @@ def test_the_shipped_base_model_loads_in_float32_from_half_the_bytes():
     path = builtin.base_model()
     info = json.loads((builtin.BASE_MODEL_DIR / "leafrl_base.json").read_text())
     assert info["task_format_version"] == FORMAT_VERSION
-    model, adapter = load_speech_lm(path)
-    assert adapter.family == "qwen2_audio" and next(model.parameters()).dtype == torch.float32
+    model, family = load_speech_lm(path)
+    assert family.name == "qwen2_audio" and next(model.parameters()).dtype == torch.float32
     size = (builtin.BASE_MODEL_DIR / "model.safetensors").stat().st_size
     assert size < 2.2 * sum(p.numel() for p in model.parameters())  # stored in 16 bits
 
@@ -33,7 +34,7 @@ def test_its_tokenizer_is_the_one_this_builds_corpus_trains():
     from leafrl.data.base_corpus import corpus_rows
     from leafrl.data.demo import build_demo, draw_all
     from leafrl.models import load_speech_lm
-    from leafrl.models.tiny import TinySize, tiny_tokenizer
+    from leafrl.models.tiny import TinyConfig, tiny_tokenizer
     from leafrl.sft import task_texts
 
     defaults = inspect.signature(build_demo).parameters
@@ -41,9 +42,9 @@ def test_its_tokenizer_is_the_one_this_builds_corpus_trains():
     rows = corpus_rows(draw_all(defaults["seed"].default, sizes)["train"])
     examples = [Example(id=r["id"], audio=None, prompt=r["prompt"], reference=r["reference"], task=r["task"],
                         meta={"transcript": r["transcript"]}) for r in rows]
-    expected = tiny_tokenizer(task_texts(examples), TinySize().vocab_size)
-    _, adapter = load_speech_lm(builtin.base_model())
-    assert adapter.tokenizer.get_vocab() == expected.get_vocab()
+    expected = tiny_tokenizer(task_texts(examples), TinyConfig().vocab_size)
+    _, family = load_speech_lm(builtin.base_model())
+    assert family.tokenizer.get_vocab() == expected.get_vocab()
 
 
 def test_a_base_model_for_another_task_format_is_refused(tmp_path):
@@ -67,8 +68,10 @@ def test_it_answers_held_out_clips_in_the_conventions_it_learnt(tmp_path):
 
     task = builtin.prepare_task(Console(quiet=True), tmp_path / "task", seed=7, n_train=0, n_valid=24, n_test=0)
     rows = list(load_split(task, "valid"))
-    model, adapter = load_speech_lm(builtin.base_model())
-    result = evaluate(model, adapter, rows, max_new_tokens=32, sampled_passes=2)
+    model, family = load_speech_lm(builtin.base_model())
+    e = TrainConfig().eval
+    result = evaluate(model, family, rows, max_new_tokens=32, sampled_passes=2, temperature=e.temperature,
+                      top_p=e.top_p, seed=e.seed, batch_size=e.batch_size)
     kinds = {convention_of(p, ex.task, ex.reference, ex.meta["transcript"])
              for r in (result.greedy, *result.sampled) for p, ex in zip(r.predictions, rows)}
     assert len(kinds) >= 3 and "task" in kinds, kinds
@@ -82,7 +85,7 @@ def test_build_base_runs_at_reduced_size(tmp_path):
 
     from leafrl.models import load_speech_lm
 
-    small = ["align_steps=2", "steps=2", "batch_size=4", "eval_examples=2", "max_new_tokens=4",
+    small = ["align_steps=2", "steps=2", "optim.batch_size=4", "eval.examples=2", "eval.max_new_tokens=4",
              "tiny.vocab_size=300", "tiny.text_dim=32", "tiny.text_layers=1", "tiny.audio_dim=32",
              "tiny.audio_layers=1"]
     info = builtin.build_base(tmp_path / "base", work=tmp_path / "work", console=Console(quiet=True),
@@ -94,3 +97,30 @@ def test_build_base_runs_at_reduced_size(tmp_path):
     model, _ = load_speech_lm(str(tmp_path / "base"))
     assert next(model.parameters()).dtype == torch.float32
     assert not (tmp_path / "base.partial").exists()
+
+
+def test_builtin_references_resolve_where_models_and_data_are_read(monkeypatch, tmp_path):
+    """``builtin:conventions`` names the shipped base model wherever a model goes and the built-in
+    task wherever data goes (synthesized on first use, never by several processes at once); a
+    run's config keeps the reference, not an installation's path."""
+    from leafrl.config import resolve_paths
+    from leafrl.data import split_source
+    from leafrl.errors import UserError
+    from leafrl.models import load_speech_lm, model_config
+
+    assert builtin.locate_model("builtin:conventions") == builtin.base_model()
+    assert builtin.locate_model("some/model") == "some/model" and builtin.locate_data("d") == "d"
+    assert model_config("builtin:conventions").model_type == "qwen2_audio"
+    assert load_speech_lm("builtin:conventions")[1].name == "qwen2_audio"
+    with pytest.raises(UserError, match="builtin:nope: no such built-in; leafrl has builtin:conventions"):
+        builtin.locate_model("builtin:nope")
+    made = []
+    (tmp_path / "valid.jsonl").write_text("")
+    monkeypatch.setattr(builtin, "prepare_task", lambda console: made.append(1) or tmp_path)
+    assert split_source("builtin:conventions", "valid") == str(tmp_path / "valid.jsonl") and made == [1]
+    monkeypatch.setenv("LEAFRL_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="before starting several processes"):
+        builtin.locate_data("builtin:conventions")
+    cfg = resolve_paths(TrainConfig(model="builtin:conventions", data="builtin:conventions"))
+    assert (cfg.model, cfg.data) == ("builtin:conventions", "builtin:conventions")

@@ -21,16 +21,18 @@ def trained(tmp_path_factory):
     data = tone_dataset(root / "data", n_train=8, n_valid=4)
     save_tiny_sallm(root / "model")
     cfg = apply_overrides(TrainConfig(), [
-        f"data={data}", f"model={root / 'model'}", f"out={root / 'run'}", "steps=2", "eval_every=100",
-        "eval_examples=4", "eval_sampled_passes=0", "rollout.rollout_budget=3", "rollout.prompts_per_step=2",
-        "rollout.max_new_tokens=6", "optim.lr=5e-2", "lora_settings.rank=4", "lora_settings.alpha=8", "reward=chrf"])
+        f"data={data}", f"model={root / 'model'}", f"out={root / 'run'}", "steps=2", "eval.every=100",
+        "eval.examples=4", "eval.sampled_passes=0", "rollout.rollout_budget=3", "rollout.prompts_per_step=2",
+        "rollout.max_new_tokens=6", "optim.lr=5e-2", "lora.rank=4", "lora.alpha=8", "reward=chrf"])
     train(cfg, quiet=True)
     return data, root / "model", root / "run"
 
 
 def run_cli(args, capsys):
+    """(exit status, captured output) of ``leafrl ARGS`` on the paper's recipe (the tiny model
+    is not the built-in one)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(args)
+        main([*args, "--recipe", "paper"])
     return exit_info.value.code, capsys.readouterr()
 
 
@@ -82,43 +84,40 @@ def test_metrics_report_per_task_with_wer_for_transcripts():
 
 
 def worked_example_rollouts(copies):
-    """``copies`` items, each the spec's worked example (K = 4, boundaries 3 and 7, both fire)."""
+    """``copies`` groups, each the spec's worked example (K = 4, boundaries 3 and 7, both fire), and
+    the word vocabulary."""
     import torch
 
-    from leafrl.cli import EXAMPLE, EXAMPLE_REWARDS, EXAMPLE_SURPRISAL
-    from leafrl.eval.analysis import Rollouts
+    from leafrl.eval.inspect import EXAMPLE, EXAMPLE_REWARDS, EXAMPLE_SURPRISAL
+    from leafrl.rollout.record import Rollout, grouped
 
     words = [s.split() for s in EXAMPLE]
     vocab = {w: i for i, w in enumerate(sorted({w for ws in words for w in ws}))}
     ids = torch.tensor([[vocab[w] for w in ws] for ws in words] * copies)
-    examples = [Example(id=f"e{g}", audio=None, prompt="p", reference=EXAMPLE[0], task="ast", meta={})
-                for g in range(copies)]
-    return Rollouts(examples, ids, torch.ones_like(ids, dtype=torch.bool),
-                    torch.tensor([EXAMPLE_SURPRISAL] * 4 * copies), torch.tensor(EXAMPLE_REWARDS * copies,
-                                                                                 dtype=torch.float64),
-                    torch.arange(copies).repeat_interleave(4), [" ".join(w) for w in words] * copies), vocab
+    return Rollout(ids, torch.ones_like(ids, dtype=torch.bool), torch.tensor([EXAMPLE_SURPRISAL] * 4 * copies),
+                   grouped(4, copies), torch.tensor(EXAMPLE_REWARDS * copies)), vocab
 
 
 def test_fork_rates_by_position():
     from leafrl.advantages import LeafConfig
     from leafrl.eval.analysis import fork_rates
 
-    rollouts, _ = worked_example_rollouts(20)
-    rows = fork_rates(rollouts, LeafConfig())
-    assert [(r["position"], r["selections"], r["fire"], r["usable"]) for r in rows] == [(3, 20, 20, 20),
-                                                                                       (7, 20, 20, 20)]
-    assert rows[0]["fire_rate"] == 1.0 and rows[0]["fire_high"] == 1.0 and 0.8 < rows[0]["fire_low"] < 0.85
-    assert fork_rates(rollouts, LeafConfig(), min_selections=21) == []
-    assert fork_rates(rollouts, LeafConfig(), max_position=5)[-1]["position"] == 3
+    rollout, _ = worked_example_rollouts(20)
+    rows = fork_rates(rollout, LeafConfig())
+    assert [(r.position, r.selections, r.fire, r.usable) for r in rows] == [(3, 20, 20, 20), (7, 20, 20, 20)]
+    assert rows[0].fire_rate == 1.0 and rows[0].fire_high == 1.0 and 0.8 < rows[0].fire_low < 0.85
+    assert fork_rates(rollout, LeafConfig(), min_selections=21) == []
+    assert fork_rates(rollout, LeafConfig(), max_position=5)[-1].position == 3
 
 
 def test_credit_report_on_the_worked_example():
     from leafrl.advantages import LeafConfig
     from leafrl.eval.analysis import credit_report, variants
+    from leafrl.eval.inspect import EXAMPLE
 
-    rollouts, vocab = worked_example_rollouts(6)
-    reference = [[vocab[w] for w in rollouts.examples[0].reference.split()]] * 6  # response 1 is the reference
-    report = credit_report(rollouts, reference, LeafConfig(), 1 / 3, eos_token_ids=[10_000], n_samples=200)
+    rollout, vocab = worked_example_rollouts(6)
+    reference = [[vocab[w] for w in EXAMPLE[0].split()]] * 6  # response 1 is the reference
+    report = credit_report(rollout, reference, LeafConfig(), 1 / 3, eos_token_ids=[10_000], n_samples=200)
     assert list(report) == ["grpo", *variants(LeafConfig())]
     assert report["grpo"]["auc"]["value"] == 0.5
     # response 2 (reward 0.4): its first 7 words are right, its last 3 wrong; LEAF gives them 0.28, 0.60 and
@@ -144,6 +143,7 @@ def test_forks_and_credit_commands(trained, tmp_path, capsys):
     saved = json.loads((tmp_path / "credit" / "credit.json").read_text())
     grpo_auc = saved["estimators"]["grpo"]["auc"]["value"]  # NaN when no response has right and wrong tokens
     assert saved["items"] == 4 and saved["k"] == 3 and (grpo_auc == 0.5 or math.isnan(grpo_auc))
+    assert saved["model"] == str(model) and saved["adapter"] is None and saved["split"] == "train"
     assert (tmp_path / "credit" / "credit.png").stat().st_size > 10_000
     code, out = run_cli(["forks", *common, "--adapter", "none", "--adapter", "none", "--out", str(tmp_path)], capsys)
     assert code == 1 and "--adapter" in out.err
@@ -171,17 +171,38 @@ def test_inspect_saved_rollouts_and_sampled(trained, tmp_path, capsys):
 def test_html_colours_follow_the_advantage():
     import torch
 
-    from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages
-    from leafrl.viz.html import GroupView, render_html
+    from leafrl.advantages import LeafConfig
+    from leafrl.eval.inspect import worked_example
+    from leafrl.viz.html import render_html
 
-    rollouts, vocab = worked_example_rollouts(1)
-    words = {i: w for w, i in vocab.items()}
-    _, stats, tree = leaf_advantages(rollouts.ids, rollouts.mask, rollouts.surprisal, rollouts.rewards.float(),
-                                     rollouts.group_ids, LeafConfig(), return_tree=True)
-    pieces = [[f" {words[i]}" for i in row.tolist()] for row in rollouts.ids]
-    page = render_html([GroupView("worked", "p", "ref", pieces, rollouts.rewards, grpo_advantages(
-        rollouts.rewards.float(), rollouts.group_ids), tree, stats, [5.0, 4.0])], "t")
+    view = worked_example(LeafConfig(), 1 / 3)
+    page = render_html([view], "t")
     assert "token 3 (surprisal 5.00), token 7 (surprisal 4.00)" in page
     assert "+1.22" in page and "-2.08" in page  # the spec's z-scored spans
     assert page.count("rgba(220,40,40") >= 3 and page.count("rgba(0,160,60") >= 5
-    assert "der rote Hund" in page and torch.equal(stats.boundaries, torch.tensor([[3, 7]]))
+    assert "der rote Hund" in page and torch.equal(view.stats.boundaries, torch.tensor([[3, 7]]))
+    # the nodes' values are the spec's: V(a) = 0.4 (n 3), V(b) = 0.5 (n 2), V(root) = 0.3
+    assert "<td class='num'>0.400</td><td class='num'>3</td>" in page
+    assert "<td class='num'>0.500</td><td class='num'>2</td>" in page and "root value 0.300" in page
+
+
+def test_tree_views_of_several_groups_are_each_groups_own():
+    """Views of a two-group rollout are the views of each group alone (the tree of one group
+    does not see the other's rows)."""
+    import torch
+
+    from leafrl.advantages import LeafConfig
+    from leafrl.eval.inspect import tree_view, tree_views
+    from leafrl.rollout.record import GroupInfo, Rollout
+
+    rollout, _ = worked_example_rollouts(2)
+    rollout = rollout.scored(torch.tensor([0.6, 0.4, 0.2, 0.0, 0.1, 0.9, 0.5, 0.5]))
+    infos = [GroupInfo(f"g{g}", "ast", "p", "r", ["x"] * 4, [["a"] * 10] * 4) for g in range(2)]
+    views = tree_views(infos, rollout, LeafConfig(), 1 / 3)
+    second = Rollout(rollout.ids[4:], rollout.mask[4:], rollout.surprisal[4:], torch.zeros(4, dtype=torch.long),
+                     rollout.rewards[4:])
+    alone = tree_view("g1 (ast)", "p", "r", [["a"] * 10] * 4, "", second, LeafConfig(), 1 / 3)
+    assert [v.title for v in views] == ["g0 (ast)", "g1 (ast)"]
+    torch.testing.assert_close(views[1].tree.span_advantage, alone.tree.span_advantage)
+    torch.testing.assert_close(views[1].grpo, alone.grpo)
+    assert float(views[1].tree.root_value[0]) == pytest.approx(0.5)

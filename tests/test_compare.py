@@ -8,6 +8,7 @@ import yaml
 
 from leafrl.compare import Arm, parse_arms, plan, state_of, write_report
 from leafrl.config import TrainConfig, save_config, to_dict
+from leafrl.summary import HeldOut, RunSummary
 
 
 def test_parse_arms():
@@ -44,7 +45,7 @@ def fake_run(out, final, curve, sampled, reward, fork=None):
     """A finished run: before at step 0, evaluations at 2 and 4 (the last in summary/after)."""
     out.mkdir(parents=True)
     save_config(TrainConfig(out=str(out)), out / "config.yaml")
-    (out / "before.json").write_text(json.dumps({"metrics": {"valid_bleu": curve[0], "valid_bleu_sampled": 5.0}}))
+    HeldOut(curve[0], 5.0, 0.0, ["a"], [["a"]]).save(out / "before.json")
     rows = []
     for step in range(1, 5):
         row = {"step": step, "reward_mean": reward * step}
@@ -55,9 +56,9 @@ def fake_run(out, final, curve, sampled, reward, fork=None):
         rows.append(row)
     rows.append({"step": 4, "valid_bleu": final, "valid_bleu_sampled": sampled})
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "summary.json").write_text(json.dumps({
-        "steps": 4, "wall_seconds": 60.0, "valid_bleu_before": curve[0], "valid_bleu_after": final,
-        "valid_bleu_sampled_before": 5.0, "valid_bleu_sampled_after": sampled}))
+    RunSummary(algo="leaf", steps=4, processes=1, valid_examples=10, wall_seconds=60.0, valid_bleu_before=curve[0],
+               valid_bleu_after=final, valid_bleu_p_value=0.5, valid_bleu_sampled_before=5.0,
+               valid_bleu_sampled_after=sampled).save(out / "summary.json")
 
 
 def test_report_numbers_on_known_runs(tmp_path):
@@ -66,19 +67,22 @@ def test_report_numbers_on_known_runs(tmp_path):
     for seed, (leaf, grpo) in enumerate([(30.0, 29.0), (32.0, 30.0), (34.0, 31.0)]):
         fake_run(tmp_path / "runs" / "leaf" / f"seed-{seed}", leaf, [10.0, 31.0], 20.0 + seed, 0.1, fork=0.6)
         fake_run(tmp_path / "runs" / "grpo" / f"seed-{seed}", grpo, [10.0, 20.0], 20.0, 0.1)
-    summary = write_report(tmp_path, arms, [0, 1, 2], TrainConfig(steps=4), wall_seconds=120.0)
-    assert summary["leaf_bleu_mean"] == pytest.approx(32.0) and summary["grpo_bleu_mean"] == pytest.approx(30.0)
-    assert summary["diff_of"] == "leaf - grpo" and summary["diff_mean"] == pytest.approx(2.0)
-    assert summary["diff_ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-5)
-    assert summary["diff_sampled_mean"] == pytest.approx(1.0)  # 20, 21, 22 vs 20
-    assert summary["seeds"] == [0, 1, 2] and summary["steps"] == 4
-    assert summary["wall_seconds"] == 120.0 and summary["run_seconds_total"] == 6 * 60.0
+    summary = write_report(tmp_path, arms, [0, 1, 2], TrainConfig(steps=4), arms[-1], wall_seconds=120.0)
+    assert summary.arms["leaf"].greedy.mean == pytest.approx(32.0) and summary.arms["grpo"].greedy.mean == 30.0
+    assert (summary.headline, summary.reference) == ("leaf", "grpo")
+    diff = summary.diffs["leaf"]
+    assert diff.greedy.mean == pytest.approx(2.0) and diff.greedy.diffs == [1.0, 2.0, 3.0]
+    assert diff.greedy.ci95 == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-5)
+    assert diff.sampled.mean == pytest.approx(1.0)  # 20, 21, 22 vs 20
+    assert summary.seeds == [0, 1, 2] and summary.steps == 4
+    assert summary.wall_seconds == 120.0 and summary.run_seconds_total == 6 * 60.0
     # LEAF's mean curve is 10, 31, 32 at steps 0, 2, 4: it passes GRPO's final 30 at step 2
-    assert summary["diffs"]["leaf"]["steps_to_reach_reference"] == 2
-    leaf = summary["arms"]["leaf"]["valid_bleu"]
-    assert leaf["ci95"] == pytest.approx([32 - 4.968275, 32 + 4.968275], abs=1e-5)  # sd 2
+    assert diff.steps_to_reach_reference == 2
+    leaf = summary.arms["leaf"].greedy
+    assert leaf.ci95 == pytest.approx((32 - 4.968275, 32 + 4.968275), abs=1e-5)  # sd 2
+    assert leaf.per_seed == {0: 30.0, 1: 32.0, 2: 34.0} and leaf.before == 10.0
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["diff_mean"] == pytest.approx(2.0)
+    assert saved["diffs"]["leaf"]["greedy"]["mean"] == pytest.approx(2.0) and saved["headline"] == "leaf"
     text = (tmp_path / "report.md").read_text()
     assert "| greedy | +1.00 | +2.00 | +3.00 | +2.00 [-0.48, +4.48] | 0.074 |" in text
     assert "to reach grpo's final greedy BLEU (30.00): 2." in text
@@ -87,14 +91,30 @@ def test_report_numbers_on_known_runs(tmp_path):
         assert (tmp_path / png).stat().st_size > 10_000
 
 
-def test_report_reference_is_grpo_wherever_it_is(tmp_path):
+def test_any_arm_can_be_the_reference(tmp_path):
     arms = [Arm("grpo", "grpo", ()), Arm("leaf:leaf.terms=global", "leaf", ("leaf.terms=global",))]
     for seed in (0, 1):
         fake_run(tmp_path / "runs" / "grpo" / f"seed-{seed}", 30.0, [10.0, 20.0], 20.0, 0.1)
         fake_run(tmp_path / "runs" / arms[1].slug / f"seed-{seed}", 29.0 + seed, [10.0, 15.0], 20.0, 0.1)
-    summary = write_report(tmp_path, arms, [0, 1], TrainConfig(steps=4), wall_seconds=1.0)
-    assert summary["reference"] == "grpo" and summary["diff_of"] == "leaf:leaf.terms=global - grpo"
-    assert summary["diff_mean"] == pytest.approx(-0.5)
-    assert summary["diffs"]["leaf:leaf.terms=global"]["steps_to_reach_reference"] is None
-    assert "leaf_bleu_mean" not in summary and not (tmp_path / "forks.png").exists()
+    summary = write_report(tmp_path, arms, [0, 1], TrainConfig(steps=4), arms[0], wall_seconds=1.0)
+    assert summary.reference == "grpo" and summary.headline == "leaf:leaf.terms=global"
+    assert summary.diffs["leaf:leaf.terms=global"].greedy.mean == pytest.approx(-0.5)
+    assert summary.diffs["leaf:leaf.terms=global"].steps_to_reach_reference is None
+    assert not (tmp_path / "forks.png").exists()
+    # the other way round: the LEAF variant as the reference, GRPO the arm compared with it
+    summary = write_report(tmp_path, arms, [0, 1], TrainConfig(steps=4), arms[1], wall_seconds=1.0)
+    assert summary.reference == "leaf:leaf.terms=global" and summary.headline == "grpo"
+    assert summary.diffs["grpo"].greedy.mean == pytest.approx(0.5) and set(summary.diffs) == {"grpo"}
+    assert "## Paired difference, each arm minus leaf:leaf.terms=global" in (tmp_path / "report.md").read_text()
     assert to_dict(TrainConfig())["algo"] == "leaf"
+
+
+def test_compare_refuses_a_reference_that_is_no_arm(tmp_path):
+    from rich.console import Console
+
+    from leafrl.compare import compare
+    from leafrl.errors import UserError
+
+    with pytest.raises(UserError, match="--reference ppo: not one of the arms"):
+        compare(TrainConfig(), parse_arms("leaf,grpo"), [0], tmp_path, jobs=1, console=Console(quiet=True),
+                reference="ppo")

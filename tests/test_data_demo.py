@@ -301,9 +301,9 @@ def test_audio_is_16k_mono_and_resampled_by_the_ratio(tiny):
 
 
 def test_every_clip_fits_the_builtin_model_window():
-    from leafrl.models.tiny import TinySize
+    from leafrl.models.tiny import TinyConfig
 
-    assert demo.MAX_SECONDS < TinySize().window_seconds
+    assert demo.MAX_SECONDS < TinyConfig().window_seconds
 
 
 @requires_espeak

@@ -13,10 +13,10 @@ import yaml
 from conftest import save_tiny_sallm, tone_dataset
 from leafrl.audio.io import write_audio
 
-TINY_RUN = ["steps=2", "eval_every=100", "eval_examples=2", "save_every=1", "eval_sampled_passes=1",
-            "record_groups=1", "rollout.rollout_budget=3", "rollout.prompts_per_step=2", "rollout.max_new_tokens=6",
-            "optim.micro_batch=4", "optim.minibatch=3", "optim.lr=1e-3", "lora_settings.rank=4",
-            "lora_settings.alpha=8", "reward=chrf"]
+TINY_RUN = ["steps=2", "eval.every=100", "eval.examples=2", "save_every=1", "eval.sampled_passes=1",
+            "rollout.saved_groups=1", "rollout.rollout_budget=3", "rollout.prompts_per_step=2",
+            "rollout.max_new_tokens=6", "optim.micro_batch=4", "optim.minibatch=3", "optim.lr=1e-3", "lora.rank=4",
+            "lora.alpha=8", "reward=chrf"]
 
 
 def leafrl(capsys, *args):
@@ -50,7 +50,7 @@ def steps_logged(run):
 
 
 def train_args(data, model, out, *more):
-    return ["train", "--data", data, "--model", model, "--out", out, "--quiet",
+    return ["train", "--recipe", "paper", "--data", data, "--model", model, "--out", out, "--quiet",
             *[x for item in TINY_RUN for x in ("--set", item)], *more]
 
 
@@ -247,7 +247,7 @@ def test_a_clip_too_short_for_the_encoder_and_a_prompt_over_the_context_are_name
     ("optim.micro_batch=0", "TrainConfig.optim.micro_batch must be >= 1"),
     ("rollout.temperature=0", "TrainConfig.rollout.temperature must be > 0"),
     ("rollout.top_p=1.5", "TrainConfig.rollout.top_p must be in (0, 1]"),
-    ("lora_settings.rank=0", "TrainConfig.lora_settings.rank must be >= 1"),
+    ("lora.rank=0", "TrainConfig.lora.rank must be >= 1"),
     ("optim.grad_clip=0", "TrainConfig.optim.grad_clip must be > 0"),
 ])
 def test_meaningless_train_settings_are_refused_naming_the_field(world, tmp_path, capsys, setting, field):
@@ -258,10 +258,11 @@ def test_meaningless_train_settings_are_refused_naming_the_field(world, tmp_path
 
 
 @pytest.mark.parametrize(("setting", "field"), [
-    ("lr=0", "SFTConfig.lr must be > 0"),
-    ("batch_size=0", "SFTConfig.batch_size must be >= 1"),
-    ("warmup_frac=1", "SFTConfig.warmup_frac must be in [0, 1)"),
-    ("lora_settings.dropout=1", "SFTConfig.lora_settings.dropout must be in [0, 1)"),
+    ("optim.lr=0", "SFTConfig.optim.lr must be > 0"),
+    ("optim.batch_size=0", "SFTConfig.optim.batch_size must be >= 1"),
+    ("optim.warmup_frac=1", "SFTConfig.optim.warmup_frac must be in [0, 1)"),
+    ("lora.dropout=1", "SFTConfig.lora.dropout must be in [0, 1)"),
+    ("finetune=half", "SFTConfig.finetune must be one of full, lora"),
 ])
 def test_meaningless_sft_settings_are_refused_naming_the_field(world, tmp_path, capsys, setting, field):
     status, _, err = leafrl(capsys, "sft", "--data", world / "data", "--out", tmp_path / "sft", "--set", setting)
@@ -273,7 +274,7 @@ def test_meaningless_sft_settings_are_refused_naming_the_field(world, tmp_path, 
 
 
 def test_a_missing_or_broken_model_is_one_line_naming_it(world, tmp_path, capsys):
-    args = ("--data", world / "data", "--quiet")
+    args = ("--recipe", "paper", "--data", world / "data", "--quiet")
     status, _, err = leafrl(capsys, "train", "--model", tmp_path / "no-such-model", "--out", tmp_path / "a", *args)
     assert status == 1
     one_line_error(err, "model directory not found", "no-such-model")
@@ -375,3 +376,45 @@ def test_a_reward_that_is_not_finite_is_named(world, tmp_path, capsys, monkeypat
                                                 "--set", "reward=nan_reward:score"))
     assert status == 1
     one_line_error(err, "example 'train", "reward nan is not a finite number")
+
+
+# ------------------------------------------------------------------------- a bug is not bad input
+
+
+def test_a_bug_prints_its_traceback_asks_for_a_report_and_keeps_the_run(world, tmp_path, capsys, monkeypatch):
+    """An exception that is no UserError (here a RuntimeError inside step 2) is a bug: its
+    traceback, a line saying so, exit status 70; the checkpoint of step 1 is kept and --resume
+    finishes the run. A UserError is one line, with no traceback (the cases above)."""
+    from leafrl import trainer
+
+    real = trainer.train_step
+
+    def fails_in_step_two(run, step, record=None):
+        if step == 1:
+            raise RuntimeError("an internal error")
+        return real(run, step, record)
+
+    monkeypatch.setattr(trainer, "train_step", fails_in_step_two)
+    status, _, err = leafrl(capsys, *train_args(world / "data", world / "model", tmp_path / "run"))
+    assert status == 70 and "Traceback" in err and "RuntimeError: an internal error" in err
+    assert "this is a bug in leafrl or in a library it calls" in " ".join(err.split())
+    assert "training stopped by an error in step 2" in " ".join(err.split()) and "--resume" in err
+    assert steps_logged(tmp_path / "run") == [1] and (tmp_path / "run" / "checkpoints" / "step-000001").is_dir()
+    monkeypatch.setattr(trainer, "train_step", real)
+    status, _, err = leafrl(capsys, "train", "--resume", tmp_path / "run", "--quiet")
+    assert status == 0, err
+    assert steps_logged(tmp_path / "run") == [1, 2] and (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_a_user_error_in_the_loop_is_one_line_that_says_how_to_go_on(world, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from leafrl import trainer
+
+    def exhausted(run, step, record=None):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(trainer, "train_step", exhausted)
+    status, _, err = leafrl(capsys, *train_args(world / "data", world / "model", tmp_path / "run"))
+    assert status == 1
+    one_line_error(err, "out of memory in step 0", "optim.micro_batch", f"--resume {tmp_path / 'run'}")

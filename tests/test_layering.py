@@ -48,3 +48,22 @@ def test_no_model_family_outside_models():
 def test_module_size_budget(path):
     budget = 450 if path.name == "trainer.py" else 420
     assert len(path.read_text().splitlines()) <= budget, path
+
+
+@pytest.mark.parametrize("path", sorted(SRC.glob("cli*.py")), ids=lambda p: p.name)
+def test_commands_only_parse_and_call(path):
+    """A command module writes no file and runs no estimator itself: the library does the work
+    and writes its outputs in one place (the command prints what it returns)."""
+    text = path.read_text()
+    for forbidden in ("write_text", "write_bytes", "open(", ".mkdir(", "json.dump", "csv.", "savefig",
+                      "leaf_advantages", "grpo_advantages", "policy_loss"):
+        assert forbidden not in text, (path.name, forbidden)
+
+
+def test_one_word_for_the_model_family_glue():
+    """"adapter" is the LoRA (``--adapter``, peft's adapter files); a model family's glue is a
+    ``ModelFamily``, never an adapter."""
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        assert "Adapter(" not in text and "SpeechLMAdapter" not in text, path
+        assert "adapter.decode" not in text and "adapter.tokenizer" not in text, path

@@ -91,112 +91,112 @@ SAVERS = {"qwen2_audio": save_tiny_sallm, "granite_speech": save_granite, "text"
 
 
 @pytest.fixture(scope="module", params=sorted(SAVERS))
-def family(request, tmp_path_factory):
+def loaded(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
     SAVERS[request.param](path)
-    model, adapter = load_speech_lm(str(path))
+    model, family = load_speech_lm(str(path))
     model.eval()
-    return request.param, model, adapter
+    return request.param, model, family
 
 
-def batch(adapter, n=2):
+def batch(family, n=2):
     rng = np.random.default_rng(0)
-    prompts = [adapter.build_prompt(t) for t in ("Translate the English speech into German.",
+    prompts = [family.build_prompt(t) for t in ("Translate the English speech into German.",
                                                   "How many cars are there?")][:n]
     audios = None
-    if adapter.sampling_rate is not None:
-        audios = [0.1 * rng.standard_normal(int(adapter.sampling_rate * s)).astype(np.float32)
+    if family.sampling_rate is not None:
+        audios = [0.1 * rng.standard_normal(int(family.sampling_rate * s)).astype(np.float32)
                   for s in (1.0, 2.3)][:n]
     return prompts, audios, [f"row{i}" for i in range(n)]
 
 
-def test_family_and_left_padding(family):
-    name, _, adapter = family
-    assert adapter.family == name
-    inputs = adapter.encode(*batch(adapter))
-    assert set(inputs) == set(adapter.row_keys)
+def test_family_and_left_padding(loaded):
+    name, _, family = loaded
+    assert family.name == name
+    inputs = family.encode(*batch(family))
+    assert set(inputs) == set(family.row_keys)
     assert all(v.shape[0] == 2 for v in inputs.values())
     assert inputs["attention_mask"][:, -1].all()  # prompts end where generation starts
     assert not inputs["attention_mask"].all()  # the prompts differ in length: one is padded
 
 
-def test_repeat_and_slice_rows_follow_rows(family):
-    _, model, adapter = family
-    inputs = adapter.encode(*batch(adapter))
-    rep = repeat_rows(inputs, 3, adapter.row_keys)
+def test_repeat_and_slice_rows_follow_rows(loaded):
+    _, model, family = loaded
+    inputs = family.encode(*batch(family))
+    rep = repeat_rows(inputs, 3, family.row_keys)
     assert all(v.shape[0] == 6 for v in rep.values())
     with torch.no_grad():
         one = model(**inputs).logits
         three = model(**rep).logits
-        part = model(**slice_rows(rep, slice(3, 6), adapter.row_keys)).logits
+        part = model(**slice_rows(rep, slice(3, 6), family.row_keys)).logits
     torch.testing.assert_close(three, one.repeat_interleave(3, 0), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(part, one[1:2].expand(3, -1, -1), atol=1e-5, rtol=1e-4)
 
 
-def test_generate_and_logprobs_of_given_completions(family):
+def test_generate_and_logprobs_of_given_completions(loaded):
     """The log-probs recomputed by one forward equal those of the sampling call (ratio 1)."""
-    _, model, adapter = family
-    inputs = adapter.encode(*batch(adapter))
+    _, model, family = loaded
+    inputs = family.encode(*batch(family))
     torch.manual_seed(1)
     out = model.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=6,
                          num_return_sequences=2, output_logits=True, return_dict_in_generate=True,
-                         pad_token_id=adapter.pad_token_id, eos_token_id=adapter.eos_token_ids)
+                         pad_token_id=family.pad_token_id, eos_token_id=family.eos_token_ids)
     prompt_len = inputs["input_ids"].shape[1]
     completion = out.sequences[:, prompt_len:]  # [4, T]
-    ended = torch.isin(completion, torch.tensor(adapter.eos_token_ids))
+    ended = torch.isin(completion, torch.tensor(family.eos_token_ids))
     after_eos = (ended.cumsum(1) - ended.long()) > 0
     mask = ~after_eos
     sampled = torch.stack(out.logits, 1).log_softmax(-1).gather(2, completion[:, :, None])[:, :, 0]
     with torch.no_grad():
-        recomputed = completion_logprobs(model, repeat_rows(inputs, 2, adapter.row_keys), completion,
-                                         mask, adapter.keeps_logits)
+        recomputed = completion_logprobs(model, repeat_rows(inputs, 2, family.row_keys), completion,
+                                         mask, family.keeps_logits)
     torch.testing.assert_close(recomputed[mask], sampled[mask], atol=1e-4, rtol=1e-4)
     assert not recomputed[~mask].any()
     # a row alone gives the same log-probs as inside the padded batch
     with torch.no_grad():
-        alone = completion_logprobs(model, slice_rows(inputs, slice(0, 1), adapter.row_keys),
-                                    completion[:1], mask[:1], adapter.keeps_logits)
+        alone = completion_logprobs(model, slice_rows(inputs, slice(0, 1), family.row_keys),
+                                    completion[:1], mask[:1], family.keeps_logits)
     torch.testing.assert_close(alone, recomputed[:1], atol=1e-4, rtol=1e-4)
-    assert len(adapter.decode(completion)) == 4
+    assert len(family.decode(completion)) == 4
 
 
-def test_embedded_prompts_give_the_same_samples_and_logprobs(family):
+def test_embedded_prompts_give_the_same_samples_and_logprobs(loaded):
     """Embedding each prompt once (audio encoder included) and repeating the embeddings K times
     changes nothing: same sampled tokens, same surprisal, same log-probs as the ids path."""
-    _, model, adapter = family
-    inputs = adapter.encode(*batch(adapter))
+    _, model, family = loaded
+    inputs = family.encode(*batch(family))
     embedded = embed_prompts(model, inputs)
     assert set(embedded) == set(EMBEDDED_KEYS)
     assert embedded["inputs_embeds"].shape[:2] == inputs["attention_mask"].shape
     kw = {"max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9}
     torch.manual_seed(3)
-    plain = generate_completions(model, adapter, inputs, num_samples=3, **kw)
+    plain = generate_completions(model, family, inputs, num_samples=3, **kw)
     torch.manual_seed(3)
-    fast = generate_completions(model, adapter, repeat_rows(embedded, 3, EMBEDDED_KEYS), **kw)
+    fast = generate_completions(model, family, repeat_rows(embedded, 3, EMBEDDED_KEYS), **kw)
     assert torch.equal(fast.ids, plain.ids) and torch.equal(fast.mask, plain.mask)
     torch.testing.assert_close(fast.surprisal, plain.surprisal, atol=1e-4, rtol=1e-4, equal_nan=True)
     with torch.no_grad():
-        by_ids = completion_logprobs(model, repeat_rows(inputs, 3, adapter.row_keys), plain.ids, plain.mask,
-                                     adapter.keeps_logits)
+        by_ids = completion_logprobs(model, repeat_rows(inputs, 3, family.row_keys), plain.ids, plain.mask,
+                                     family.keeps_logits)
         rows, ids, mask = trim_padding(slice_rows(repeat_rows(embedded, 3, EMBEDDED_KEYS), slice(0, 3),
                                                   EMBEDDED_KEYS), plain.ids[:3], plain.mask[:3])
-        by_embeds = completion_logprobs(model, rows, ids, mask, adapter.keeps_logits)
+        by_embeds = completion_logprobs(model, rows, ids, mask, family.keeps_logits)
     torch.testing.assert_close(by_embeds, by_ids[:3, : ids.shape[1]], atol=1e-4, rtol=1e-4)
     assert not by_ids[:3, ids.shape[1]:].any()  # trimmed columns held only padding
 
 
 @pytest.mark.parametrize("embedded", [False, True])
-def test_shared_prompts_give_the_log_probs_and_gradients_of_repeated_rows(family, embedded):
+def test_shared_prompts_give_the_log_probs_and_gradients_of_repeated_rows(loaded, embedded):
     """Running each prompt once (prompt_of_row) is the same function as repeating its rows:
     equal log-probs and equal gradients, including a prompt continued by one row only."""
-    _, model, adapter = family
-    inputs = adapter.encode(*batch(adapter))
+    _, model, family = loaded
+    inputs = family.encode(*batch(family))
     if embedded:
         inputs = embed_prompts(model, inputs)
-    keys = EMBEDDED_KEYS if embedded else adapter.row_keys
+    keys = EMBEDDED_KEYS if embedded else family.row_keys
     of_row = torch.tensor([0, 0, 0, 1])
     torch.manual_seed(0)
-    ids = torch.randint(5, len(adapter.tokenizer) - 8, (4, 5))
+    ids = torch.randint(5, len(family.tokenizer) - 8, (4, 5))
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]).bool()
     params = [p for p in model.parameters() if p.is_floating_point()]
     frozen = [p for p in params if not p.requires_grad]
@@ -209,8 +209,8 @@ def test_shared_prompts_give_the_log_probs_and_gradients_of_repeated_rows(family
         for p in frozen:  # the fixture's model is shared: its flags are put back below
             p.requires_grad_(True)
         repeated = value_and_grads(completion_logprobs(model, slice_rows(inputs, of_row, keys), ids, mask,
-                                                       adapter.keeps_logits))
-        shared = value_and_grads(completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, of_row))
+                                                       family.keeps_logits))
+        shared = value_and_grads(completion_logprobs(model, inputs, ids, mask, family.keeps_logits, of_row))
     finally:
         for p in frozen:
             p.requires_grad_(False)
@@ -221,33 +221,33 @@ def test_shared_prompts_give_the_log_probs_and_gradients_of_repeated_rows(family
         if a is not None:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="prompt_of_row"):
-        completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, torch.tensor([0, 0, 2, 1]))
+        completion_logprobs(model, inputs, ids, mask, family.keeps_logits, torch.tensor([0, 0, 2, 1]))
 
 
 @pytest.mark.parametrize("embedded", [False, True])
-def test_activation_checkpointing_gives_the_log_probs_and_gradients_of_the_shared_prompt_cache(tmp_path, family,
+def test_activation_checkpointing_gives_the_log_probs_and_gradients_of_the_shared_prompt_cache(tmp_path, loaded,
                                                                                                  embedded):
     """With gradient checkpointing on, transformers drops the cache a checkpointed layer is given,
     so completion_logprobs reads each row whole instead of sharing its prompt's cache: the same
     log-probs and LoRA gradients as without checkpointing (each prompt continued by 1 to 3 rows)."""
-    name, _, _ = family
+    name, _, _ = loaded
     SAVERS[name](tmp_path)
-    model, adapter = load_speech_lm(str(tmp_path))
+    model, family = load_speech_lm(str(tmp_path))
     model = attach_lora(model, rank=4, alpha=8, dropout=0.0)
     torch.manual_seed(0)
     for p in model.parameters():  # LoRA B starts at 0: give it weight, so the gradients have a path
         if p.requires_grad:
             p.data.normal_(0, 0.1)
-    inputs = adapter.encode(*batch(adapter))
+    inputs = family.encode(*batch(family))
     if embedded:
         inputs = embed_prompts(model, inputs)
     of_row = torch.tensor([0, 0, 0, 1])
-    ids = torch.randint(5, len(adapter.tokenizer) - 8, (4, 5))
+    ids = torch.randint(5, len(family.tokenizer) - 8, (4, 5))
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]).bool()
     lora = [p for p in model.parameters() if p.requires_grad]
 
     def value_and_grads():
-        logp = completion_logprobs(model, inputs, ids, mask, adapter.keeps_logits, of_row)
+        logp = completion_logprobs(model, inputs, ids, mask, family.keeps_logits, of_row)
         return logp.detach(), torch.autograd.grad((logp * torch.arange(1.0, 6.0)).sum(), lora)
 
     model.train()
@@ -265,43 +265,43 @@ def test_activation_checkpointing_gives_the_log_probs_and_gradients_of_the_share
     assert any(g.abs().sum() > 0 for g in plain[1])
 
 
-def test_bfloat16_model_gives_float32_log_probs_close_to_the_float32_model(tmp_path, family):
+def test_bfloat16_model_gives_float32_log_probs_close_to_the_float32_model(tmp_path, loaded):
     """model_dtype=bfloat16: the log-softmax is taken in float32 from bfloat16 logits, so the
     log-probs are float32 and within bfloat16 rounding of the float32 model's; audio features are
     cast to the encoder's dtype (to_model)."""
-    name, _, _ = family
+    name, _, _ = loaded
     SAVERS[name](tmp_path)
-    full, adapter = load_speech_lm(str(tmp_path), dtype=torch.float32)
+    full, family = load_speech_lm(str(tmp_path), dtype=torch.float32)
     half, _ = load_speech_lm(str(tmp_path), dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16
-    inputs = adapter.encode(*batch(adapter))
+    inputs = family.encode(*batch(family))
     torch.manual_seed(0)
-    ids = torch.randint(5, len(adapter.tokenizer) - 8, (2, 6))
+    ids = torch.randint(5, len(family.tokenizer) - 8, (2, 6))
     mask = torch.ones(2, 6, dtype=torch.bool)
     with torch.no_grad():
-        want = completion_logprobs(full.eval(), to_model(inputs, full), ids, mask, adapter.keeps_logits)
-        got = completion_logprobs(half.eval(), to_model(inputs, half), ids, mask, adapter.keeps_logits)
+        want = completion_logprobs(full.eval(), to_model(inputs, full), ids, mask, family.keeps_logits)
+        got = completion_logprobs(half.eval(), to_model(inputs, half), ids, mask, family.keeps_logits)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, atol=0.1, rtol=0.02)
 
 
-def test_rows_encoded_alone_batch_as_encoded_together(family):
-    """Where the adapter says rows encode alone, rows encoded one at a time and collated equal
+def test_rows_encoded_alone_batch_as_encoded_together(loaded):
+    """Where the family says rows encode alone, rows encoded one at a time and collated equal
     the rows encoded together; Granite's features depend on the batch's longest clip, so not."""
-    _, _, adapter = family
-    prompts, audios, ids = batch(adapter)
-    together = adapter.encode(prompts, audios, ids)
-    parts = [adapter.encode(prompts[i:i + 1], None if audios is None else audios[i:i + 1], ids[i:i + 1])
+    _, _, family = loaded
+    prompts, audios, ids = batch(family)
+    together = family.encode(prompts, audios, ids)
+    parts = [family.encode(prompts[i:i + 1], None if audios is None else audios[i:i + 1], ids[i:i + 1])
              for i in range(2)]
     try:
-        alone = collate_rows([row for part in parts for row in split_rows(part)], adapter.pad_token_id)
+        alone = collate_rows([row for part in parts for row in split_rows(part)], family.pad_token_id)
         same = set(alone) == set(together) and all(
             alone[k].shape == together[k].shape and torch.equal(alone[k], together[k]) for k in together)
     except RuntimeError:  # Granite: features as long as each clip do not even stack
         same = False
-    assert same == adapter.rows_encode_alone
+    assert same == family.rows_encode_alone
     # split and collate undo each other, padding included
-    again = collate_rows(split_rows(together), adapter.pad_token_id)
+    again = collate_rows(split_rows(together), family.pad_token_id)
     assert all(torch.equal(again[k], together[k]) for k in together)
     assert split_rows(together)[1]["attention_mask"].all()  # a row on its own carries no padding
 
@@ -316,16 +316,16 @@ def test_trim_padding_drops_only_all_padding_columns():
     assert ids2.tolist() == [[4, 5], [6, 0]] and mask2.shape == (2, 2)
 
 
-def test_lora_starts_as_the_reference_and_trains_only_the_language_model(family):
-    _, model, adapter = family
-    inputs = adapter.encode(*batch(adapter))
+def test_lora_starts_as_the_reference_and_trains_only_the_language_model(loaded):
+    _, model, family = loaded
+    inputs = family.encode(*batch(family))
     with torch.no_grad():
         before = model(**inputs).logits
     peft_model = attach_lora(model, rank=4, alpha=8, dropout=0.0)
     try:
         trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
         assert trainable and all("lora_" in n for n in trainable)
-        if adapter.family != "text":
+        if family.name != "text":
             assert all("language_model" in n for n in trainable)
         with torch.no_grad():
             after = peft_model(**inputs).logits
@@ -337,30 +337,30 @@ def test_lora_starts_as_the_reference_and_trains_only_the_language_model(family)
         peft_model.unload()
 
 
-def test_audio_placeholders_are_suppressed_in_responses(family):
-    _, model, adapter = family
-    if adapter.sampling_rate is None:
-        assert adapter.suppress_token_ids == []
+def test_audio_placeholders_are_suppressed_in_responses(loaded):
+    _, model, family = loaded
+    if family.sampling_rate is None:
+        assert family.suppress_token_ids == []
     else:
-        assert model.config.audio_token_id in adapter.suppress_token_ids
+        assert model.config.audio_token_id in family.suppress_token_ids
 
 
-def test_audio_rows_are_checked(family):
-    _, _, adapter = family
-    prompts, audios, ids = batch(adapter)
-    if adapter.sampling_rate is None:
+def test_audio_rows_are_checked(loaded):
+    _, _, family = loaded
+    prompts, audios, ids = batch(family)
+    if family.sampling_rate is None:
         with pytest.raises(ValueError, match="audios"):
-            adapter.encode(prompts, [np.zeros(10, np.float32)] * 2, ids)
+            family.encode(prompts, [np.zeros(10, np.float32)] * 2, ids)
         return
     with pytest.raises(ValueError, match="audios"):
-        adapter.encode(prompts, None, ids)
-    if adapter.max_audio_seconds is not None:
-        too_long = np.zeros(int(adapter.sampling_rate * (adapter.max_audio_seconds + 0.2)), np.float32)
+        family.encode(prompts, None, ids)
+    if family.max_audio_seconds is not None:
+        too_long = np.zeros(int(family.sampling_rate * (family.max_audio_seconds + 0.2)), np.float32)
         with pytest.raises(AudioError, match="row1"):
-            adapter.encode(prompts, [audios[0], too_long], ids)
+            family.encode(prompts, [audios[0], too_long], ids)
 
 
-def test_prompt_lengths_counted_without_encoding_are_what_encode_makes(family):
+def test_prompt_lengths_counted_without_encoding_are_what_encode_makes(loaded):
     """The start-up checks measure prompts from the text and the clip length alone
     (preflight.prompt_tokens); that must be the length encode gives, for clips from too short
     for one audio token up to a whole feature window."""
@@ -368,30 +368,30 @@ def test_prompt_lengths_counted_without_encoding_are_what_encode_makes(family):
 
     from leafrl.preflight import prompt_tokens, shortest_clip
 
-    _, _, adapter = family
+    _, _, family = loaded
     texts = ["Translate the English speech into German.", "How many cars are there? " * 5, "Hi"]
     examples = [SimpleNamespace(prompt=t) for t in texts]
     system = "Answer briefly."
-    if adapter.sampling_rate is None:
-        inputs = adapter.encode([adapter.build_prompt(t, system) for t in texts], None, ["a", "b", "c"])
-        assert prompt_tokens(adapter, examples, [0, 0, 0], system) == inputs["attention_mask"].sum(1).tolist()
+    if family.sampling_rate is None:
+        inputs = family.encode([family.build_prompt(t, system) for t in texts], None, ["a", "b", "c"])
+        assert prompt_tokens(family, examples, [0, 0, 0], system) == inputs["attention_mask"].sum(1).tolist()
         return
-    shortest = shortest_clip(adapter)
-    assert adapter.audio_tokens(shortest) >= 1 and adapter.audio_tokens(shortest - 1) < 1
-    window = int(adapter.sampling_rate * (adapter.max_audio_seconds or 4.0))
+    shortest = shortest_clip(family)
+    assert family.audio_tokens(shortest) >= 1 and family.audio_tokens(shortest - 1) < 1
+    window = int(family.sampling_rate * (family.max_audio_seconds or 4.0))
     for lengths in ([shortest, shortest + 1, 2 * shortest + 7], [16000, 16001, window]):
         audios = [np.full(n, 0.1, np.float32) for n in lengths]
-        inputs = adapter.encode([adapter.build_prompt(t, system) for t in texts], audios, ["a", "b", "c"])
-        assert prompt_tokens(adapter, examples, lengths, system) == inputs["attention_mask"].sum(1).tolist()
+        inputs = family.encode([family.build_prompt(t, system) for t in texts], audios, ["a", "b", "c"])
+        assert prompt_tokens(family, examples, lengths, system) == inputs["attention_mask"].sum(1).tolist()
 
 
 def test_granite_modality_lora_is_merged_exactly(tmp_path):
     released = save_granite(tmp_path).eval()  # the base model with its modality LoRA on
-    merged, adapter = load_speech_lm(str(tmp_path))
+    merged, family = load_speech_lm(str(tmp_path))
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
-    inputs = adapter.encode(*batch(adapter))
+    inputs = family.encode(*batch(family))
     with torch.no_grad():
         expected = released(**inputs).logits
         with released.disable_adapter():
@@ -404,4 +404,4 @@ def test_granite_modality_lora_is_merged_exactly(tmp_path):
 def test_unknown_family_lists_the_supported_ones():
     with pytest.raises(ValueError, match="qwen2_audio.*granite_speech|granite_speech.*qwen2_audio"):
         family_of("wav2vec2")
-    assert family_of("llama").__name__ == "TextLMAdapter"
+    assert family_of("llama").__name__ == "TextLMFamily"

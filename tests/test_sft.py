@@ -7,14 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from conftest import TINY, tone_dataset
 from leafrl.cli import app
-from leafrl.config import SFTConfig
+from leafrl.config import SFTConfig, apply_overrides
 from leafrl.models import load_speech_lm
 from leafrl.rollout.batch import encode_examples
 from leafrl.sft import run_sft
+from leafrl.summary import SFTSummary
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +24,15 @@ def data(tmp_path_factory):
     return tone_dataset(tmp_path_factory.mktemp("tones"))
 
 
+def sft_config(data, out, *settings):
+    """An SFTConfig of the tiny SALLM on ``data`` into ``out`` with ``settings`` ("key=value")."""
+    return apply_overrides(SFTConfig(data=str(data), out=str(out), tiny=TINY), list(settings))
+
+
 def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, align_steps=30, steps=100,
-                    batch_size=8, align_batch_size=8, lr=3e-3, eval_every=50, eval_examples=8, max_new_tokens=16)
+    cfg = sft_config(data, tmp_path / "run", "align_steps=30", "steps=100", "optim.batch_size=8",
+                     "align_batch_size=8", "optim.lr=3e-3", "eval.every=50", "eval.examples=8",
+                     "eval.max_new_tokens=16")
     summary = run_sft(cfg, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     ctc = [r["align_ctc"] for r in rows if "align_ctc" in r]
@@ -33,30 +41,28 @@ def test_sft_learns_and_saves_a_reloadable_model(data, tmp_path):
         ["align_ctc"] * 30 + ["loss"] * 100)
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 100 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
-    assert summary["valid_bleu_after"] > summary["valid_bleu_before"] + 20
+    assert summary.valid_bleu_after > summary.valid_bleu_before + 20
     assert [r["step"] for r in rows if "valid_bleu" in r] == [0, 50, 100]
-    assert set(summary) >= {"valid_bleu_before", "valid_bleu_after", "wall_seconds"}
-    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+    assert summary.wall_seconds > 0 and summary.steps == 100 and summary.train_examples == 24
+    assert SFTSummary.load(tmp_path / "run" / "summary.json") == summary
     # the saved model is a standard HF directory that reloads with the same outputs
-    model, adapter = load_speech_lm(summary["model_dir"])
+    model, family = load_speech_lm(summary.model_dir)
     from leafrl.data import load_split
 
     examples = list(load_split(data, "valid"))[:2]
-    inputs = encode_examples(adapter, examples)
+    inputs = encode_examples(family, examples)
     with torch.no_grad():
         logits = model.eval()(**inputs).logits
     assert torch.isfinite(logits).all() and logits.shape[0] == 2
 
 
 def test_sft_with_lora_changes_only_adapter_weights_then_merges(data, tmp_path):
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "lora"), tiny=TINY, align_steps=0, steps=3,
-                    batch_size=4,
-                    eval_examples=2, max_new_tokens=2, lora=True,
-                    lora_settings=dataclasses.replace(SFTConfig().lora_settings, rank=4, alpha=8))
+    cfg = sft_config(data, tmp_path / "lora", "align_steps=0", "steps=3", "optim.batch_size=4", "eval.examples=2",
+                     "eval.max_new_tokens=2", "finetune=lora", "lora.rank=4", "lora.alpha=8")
     summary = run_sft(cfg, quiet=True)
     from safetensors.torch import load_file
 
-    weights = load_file(f"{summary['model_dir']}/model.safetensors")
+    weights = load_file(f"{summary.model_dir}/model.safetensors")
     assert not any("lora" in k for k in weights)  # merged into the base weights
 
 
@@ -64,11 +70,11 @@ def test_cli_sft_runs_with_a_config_file(data, tmp_path):
     config = tmp_path / "sft.yaml"
     config.write_text("tiny:\n" + "".join(f"  {k}: {v}\n" for k, v in dataclasses.asdict(TINY).items()))
     result = CliRunner().invoke(app, ["sft", "--data", str(data), "--out", str(tmp_path / "cli"), "--steps", "2",
-                                      "--config", str(config), "--set", "eval_examples=2", "--set", "align_steps=1",
-                                      "--set", "max_new_tokens=2", "--quiet"])
+                                      "--config", str(config), "--set", "eval.examples=2", "--set", "align_steps=1",
+                                      "--set", "eval.max_new_tokens=2", "--quiet"])
     assert result.exit_code == 0, result.output
-    saved = (tmp_path / "cli" / "config.yaml").read_text()
-    assert "steps: 2" in saved and "eval_examples: 2" in saved
+    saved = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())
+    assert saved["steps"] == 2 and saved["eval"]["examples"] == 2 and saved["data"] == str(data)
 
 
 def test_cli_sft_reports_bad_settings(tmp_path, capsys):
@@ -91,8 +97,8 @@ def test_alignment_needs_transcripts(data, tmp_path):
     first = json.loads(rows[0])
     del first["transcript"]
     (bare / "train.jsonl").write_text("\n".join([json.dumps(first), *rows[1:]]) + "\n")
-    cfg = SFTConfig(data=str(bare), out=str(tmp_path / "run"), tiny=TINY, steps=1, batch_size=4,
-                    eval_examples=2, max_new_tokens=2, align_steps=2)
+    cfg = sft_config(bare, tmp_path / "run", "steps=1", "optim.batch_size=4", "eval.examples=2",
+                     "eval.max_new_tokens=2", "align_steps=2")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text("{}")  # an earlier, finished run's
     with pytest.raises(ValueError, match=f"{first['id']}.*transcript.*set align_steps=0"):
@@ -100,14 +106,14 @@ def test_alignment_needs_transcripts(data, tmp_path):
     assert not (tmp_path / "run" / "summary.json").exists()  # a failed run does not look finished
 
 
-def test_alignment_needs_an_adapter_with_audio_frames():
+def test_alignment_needs_a_family_with_audio_frames():
     from types import SimpleNamespace
 
     from leafrl.sft import alignment_loss
 
-    text_adapter = SimpleNamespace(family="text")
-    with pytest.raises(ValueError, match="text adapter.*align_steps=0"):
-        alignment_loss(None, text_adapter, [], [])
+    text_family = SimpleNamespace(name="text")
+    with pytest.raises(ValueError, match="text family.*align_steps=0"):
+        alignment_loss(None, text_family, [], [])
 
 
 @pytest.mark.parametrize("cache_inputs", [True, False])
@@ -118,7 +124,7 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch, c
     seen: dict[str, list[int]] = {"align": [], "sft": []}
 
     def recorder(stage):
-        def loss(model, adapter, inputs, *args, **kwargs):
+        def loss(model, family, inputs, *args, **kwargs):
             seen[stage].append(len(inputs["attention_mask"]))
             return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return loss
@@ -132,9 +138,8 @@ def test_each_stage_draws_batches_of_its_own_size(data, tmp_path, monkeypatch, c
         real_stage(label, *args, optimizer=optimizer, **kwargs)
 
     monkeypatch.setattr(sft, "train_stage", stage)
-    cfg = SFTConfig(data=str(data), out=str(tmp_path / "run"), tiny=TINY, align_steps=3, steps=2,
-                    batch_size=6, align_batch_size=2, eval_examples=2, max_new_tokens=2, length_buckets=2,
-                    cache_inputs=cache_inputs)
+    cfg = sft_config(data, tmp_path / "run", "align_steps=3", "steps=2", "optim.batch_size=6", "align_batch_size=2",
+                     "eval.examples=2", "eval.max_new_tokens=2", "length_buckets=2", f"cache_inputs={cache_inputs}")
     run_sft(cfg, quiet=True)
     assert seen == {"align": [2, 2, 2], "sft": [6, 6]}  # length buckets keep the batch size
     assert state_at_start == {"align": 0, "sft": 0}  # SFT does not inherit the CTC stage's Adam moments

@@ -38,15 +38,15 @@ def test_tiny_chat_template_is_short_and_survives_save(tmp_path):
     from leafrl.models import load_speech_lm
     from leafrl.models.tiny import new_tiny_sallm
 
-    model, adapter = new_tiny_sallm(TEXTS, TINY)
-    prompt = adapter.build_prompt("How many cars are there?")
+    model, family = new_tiny_sallm(TEXTS, TINY)
+    prompt = family.build_prompt("How many cars are there?")
     assert prompt == ("<|im_start|>user\n<|audio_bos|><|AUDIO|><|audio_eos|>\nHow many cars are there?<|im_end|>\n"
                       "<|im_start|>assistant\n")  # no default system prompt, no "Audio 1:" label
-    assert adapter.build_prompt("Hi", system="Be brief.").startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
-    tok = adapter.tokenizer
+    assert family.build_prompt("Hi", system="Be brief.").startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    tok = family.tokenizer
     for role in ("user", "assistant"):  # trained as often as they occur: one token each
         assert len(tok(role, add_special_tokens=False)["input_ids"]) == 1
-    adapter.save(model, str(tmp_path / "m"))
+    family.save(model, str(tmp_path / "m"))
     _, reloaded = load_speech_lm(str(tmp_path / "m"))
     assert reloaded.build_prompt("How many cars are there?") == prompt
 
@@ -56,14 +56,14 @@ def test_audio_frames_are_what_the_forward_merges(tiny_sallm):
     (encoder attention masked past each clip), for clips of different lengths."""
     from conftest import noise
 
-    model, adapter = tiny_sallm
-    prompt = adapter.build_prompt("What do you hear?")
-    inputs = adapter.encode([prompt, prompt], [noise(0.8, seed=1), noise(2.3, seed=2)], ["a", "b"])
+    model, family = tiny_sallm
+    prompt = family.build_prompt("What do you hear?")
+    inputs = family.encode([prompt, prompt], [noise(0.8, seed=1), noise(2.3, seed=2)], ["a", "b"])
     merged = []
     hook = model.model.multi_modal_projector.register_forward_hook(lambda m, i, out: merged.append(out))
     with torch.no_grad():
         model(**inputs)
-        frames, lengths = adapter.audio_frames(model, inputs)
+        frames, lengths = family.audio_frames(model, inputs)
     hook.remove()
     assert lengths.tolist() == (inputs["input_ids"] == model.config.audio_token_index).sum(1).tolist()
     for row, n in enumerate(lengths.tolist()):

@@ -15,7 +15,8 @@ import yaml
 from conftest import TEXTS, save_tiny_sallm, tone_dataset
 from leafrl.checkpoint import latest_checkpoint
 from leafrl.config import TrainConfig, apply_overrides, save_config
-from leafrl.rollout.record import group_tensors, load_rollouts
+from leafrl.errors import UserError
+from leafrl.rollout.record import load_rollouts
 from leafrl.trainer import train
 
 REQUIRED = {"reward_mean", "reward_std", "kl", "loss", "clip_frac", "time/rollout", "time/reward",
@@ -26,11 +27,14 @@ def test_defaults_are_the_papers():
     c = TrainConfig()
     assert (c.rollout.rollout_budget, c.leaf.fork_budget, c.optim.lr, c.loss.beta) == (8, 2, 5e-6, 0.02)
     assert (c.loss.clip_low, c.loss.clip_high) == (0.2, 0.2)
-    assert (c.lora_settings.rank, c.lora_settings.alpha, c.lora_settings.dropout) == (64, 128, 0.05)
+    assert (c.lora.rank, c.lora.alpha, c.lora.dropout) == (64, 128, 0.05)
     assert (c.rollout.temperature, c.rollout.top_p, c.rollout.max_new_tokens) == (1.0, 0.9, 200)
     assert (c.reward, c.rollout.prompts_per_step, c.rollout.surprisal) == ("bleu", 6, "processed")
     assert (c.optim.beta1, c.optim.beta2, c.optim.grad_clip, c.optim.weight_decay) == (0.9, 0.95, 1.0, 0.0)
     assert (c.optim.warmup_frac, c.optim.min_lr_ratio, c.loss.agg) == (0.05, 0.1, "seq_mean_token_mean")
+    assert (c.optim.minibatch, c.optim.epochs) == (6, 1)  # 48 rows: 8 optimizer steps per rollout step
+    assert (c.eval.sampled_passes, c.eval.temperature, c.eval.top_p, c.eval.seed) == (5, 0.9, 0.9, 42)
+    assert (c.leaf.min_prefix_tokens, c.leaf.terms, c.leaf.normalize) == (1, "both", "span_zscore")
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +48,9 @@ def setting(tmp_path_factory):
 def tiny_config(setting, out, **over):
     data, model = setting
     cfg = apply_overrides(TrainConfig(), [
-        f"data={data}", f"model={model}", f"out={out}", "steps=2", "eval_every=100", "eval_examples=2",
+        f"data={data}", f"model={model}", f"out={out}", "steps=2", "eval.every=100", "eval.examples=2",
         "save_every=1", "rollout.rollout_budget=3", "rollout.prompts_per_step=2", "rollout.max_new_tokens=6",
-        "optim.micro_batch=4", "optim.minibatch=3", "optim.lr=1e-3", "lora_settings.rank=4", "lora_settings.alpha=8",
+        "optim.micro_batch=4", "optim.minibatch=3", "optim.lr=1e-3", "lora.rank=4", "lora.alpha=8",
         "reward=chrf",  # graded from the first random response, unlike BLEU
     ] + [f"{k}={v}" for k, v in over.items()])
     return cfg
@@ -54,10 +58,14 @@ def tiny_config(setting, out, **over):
 
 @pytest.mark.parametrize("algo", ["leaf", "grpo"])
 def test_training_steps_log_and_move_the_adapter(setting, tmp_path, algo):
+    from leafrl.summary import RunSummary
+
     summary = train(tiny_config(setting, tmp_path / algo, algo=algo), quiet=True)
-    assert summary["steps"] == 2 and set(summary) >= {"algo", "valid_bleu_before", "valid_bleu_after", "wall_seconds"}
+    assert summary.steps == 2 and summary.algo == algo and summary.wall_seconds > 0
+    assert RunSummary.load(tmp_path / algo / "summary.json") == summary  # the record, written and read back
     # the paper's protocol: the mean of 5 sampled passes beside the greedy pass
-    assert {"valid_bleu_sampled_before", "valid_bleu_sampled_after", "valid_bleu_sampled_std_after"} <= set(summary)
+    assert None not in (summary.valid_bleu_sampled_before, summary.valid_bleu_sampled_after,
+                        summary.valid_bleu_sampled_std_after, summary.valid_bleu_sampled_p_value)
     rows = [json.loads(line) for line in (tmp_path / algo / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2] and all(REQUIRED <= set(r) for r in steps)
@@ -72,12 +80,11 @@ def test_training_steps_log_and_move_the_adapter(setting, tmp_path, algo):
     assert (tmp_path / algo / "config.yaml").is_file() and (tmp_path / algo / "tensorboard").is_dir()
     # the last step's rollout groups are saved for `leafrl inspect`: K responses of each prompt
     saved = load_rollouts(tmp_path / algo)
-    assert saved["step"] == 2 and saved["algo"] == algo and len(saved["groups"]) == 2
-    ids, mask, surprisal, rewards = group_tensors(saved["groups"][0])
-    assert ids.shape[0] == 3 and mask.any(1).all() and (surprisal[mask] > 0).any()
-    assert all(0 <= float(r) <= 1 for r in rewards)
-    first = saved["groups"][0]["responses"][0]
-    assert len(first["pieces"]) == len(first["ids"]) == len(first["surprisal"]) == int(mask[0].sum())
+    assert saved.step == 2 and saved.algo == algo and len(saved.groups) == 2
+    r = saved.rollout
+    assert r.group_ids.tolist() == [0, 0, 0, 1, 1, 1] and r.mask.any(1).all() and (r.surprisal[r.mask] > 0).any()
+    assert (r.surprisal[~r.mask] == 0).all() and all(0 <= float(x) <= 1 for x in r.rewards)
+    assert [len(p) for p in saved.groups[0].pieces] == r.mask[:3].sum(1).tolist()
 
 
 def test_micro_batches_do_not_change_the_update(setting, tmp_path):
@@ -87,7 +94,7 @@ def test_micro_batches_do_not_change_the_update(setting, tmp_path):
     weights = []
     for micro in (2, 6):
         out = tmp_path / f"m{micro}"
-        train(tiny_config(setting, out, steps=1, **{"optim.micro_batch": micro, "lora_settings.dropout": 0.0}),
+        train(tiny_config(setting, out, steps=1, **{"optim.micro_batch": micro, "lora.dropout": 0.0}),
               quiet=True)
         weights.append(load_file(str(latest_checkpoint(out) / "adapter" / "adapter_model.safetensors")))
     for key in weights[0]:
@@ -102,7 +109,7 @@ def test_activation_checkpointing_does_not_change_the_update(setting, tmp_path):
     weights = []
     for on in (False, True):
         out = tmp_path / f"gc-{on}"
-        train(tiny_config(setting, out, steps=1, gradient_checkpointing=on, **{"lora_settings.dropout": 0.0}),
+        train(tiny_config(setting, out, steps=1, gradient_checkpointing=on, **{"lora.dropout": 0.0}),
               quiet=True)
         weights.append(load_file(str(latest_checkpoint(out) / "adapter" / "adapter_model.safetensors")))
     for key in weights[0]:
@@ -119,7 +126,7 @@ def test_bfloat16_model_trains_with_float32_lora(setting, tmp_path):
     from safetensors.torch import load_file
 
     lora = load_file(str(latest_checkpoint(out) / "adapter" / "adapter_model.safetensors"))
-    assert {t.dtype for t in lora.values()} == {torch.float32} and summary["steps"] == 1
+    assert {t.dtype for t in lora.values()} == {torch.float32} and summary.steps == 1
 
 
 def _comparable(rows):
@@ -168,8 +175,8 @@ def test_two_processes_data_parallel(setting, tmp_path):
     for row, prompt in zip(valid, [TEXTS[2], TEXTS[3], TEXTS[0]]):
         row["prompt"] = prompt
     (data / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in valid))
-    cfg = tiny_config((data, setting[1]), tmp_path / "ddp", steps=2, eval_examples=3,
-                      **{"rollout.prompts_per_step": 1})
+    cfg = tiny_config((data, setting[1]), tmp_path / "ddp", steps=2, **{"eval.examples": 3,
+                                                                         "rollout.prompts_per_step": 1})
     save_config(cfg, tmp_path / "ddp.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "leafrl.cli", "train",
            "--config", str(tmp_path / "ddp.yaml"), "--quiet"]
@@ -188,8 +195,11 @@ def test_two_processes_data_parallel(setting, tmp_path):
     from leafrl.eval.evaluate import evaluate
     from leafrl.models import load_speech_lm
 
-    model, adapter = load_speech_lm(str(setting[1]))
-    alone = evaluate(model, adapter, list(load_split(data, "valid"))[:3], max_new_tokens=6)
+    model, family = load_speech_lm(str(setting[1]))
+    e = cfg.eval
+    alone = evaluate(model, family, list(load_split(data, "valid"))[:3], max_new_tokens=6,
+                     sampled_passes=e.sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed,
+                     batch_size=e.batch_size)
     before = json.loads((tmp_path / "ddp" / "before.json").read_text())
     assert before["predictions"]["greedy"] == alone.greedy.predictions
     assert before["predictions"]["greedy"][1] != before["predictions"]["greedy"][2]  # rows out of order would show
@@ -215,7 +225,7 @@ def test_other_families_train_through_the_same_loop(setting, tmp_path, family):
     data = setting[0] if family == "granite_speech" else text_dataset(tmp_path / "text")
     cfg = tiny_config((data, model_dir), tmp_path / "run", steps=1)
     summary = train(cfg, quiet=True)
-    assert summary["steps"] == 1
+    assert summary.steps == 1
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert REQUIRED <= set(next(r for r in rows if "loss" in r))
 
@@ -227,8 +237,8 @@ def test_out_of_memory_says_what_to_lower(setting, tmp_path, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(leafrl.trainer, "train_step", exhausted)
-    with pytest.raises(MemoryError, match=r"step 0 .*optim\.micro_batch.*--resume"):
-        train(tiny_config(setting, tmp_path / "oom", eval_sampled_passes=0), quiet=True)
+    with pytest.raises(UserError, match=r"step 0 .*optim\.micro_batch.*--resume"):
+        train(tiny_config(setting, tmp_path / "oom", **{"eval.sampled_passes": 0}), quiet=True)
 
 
 @pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
@@ -245,7 +255,7 @@ def test_sharded_distribution_is_refused_clearly(setting, tmp_path, monkeypatch,
             pass
 
     monkeypatch.setattr(accelerate, "Accelerator", Sharded)
-    with pytest.raises(ValueError, match=f"distributed_type {kind} is refused.*not been tested"):
+    with pytest.raises(UserError, match=f"distributed_type {kind} is refused.*no sharded run has been tested"):
         train(tiny_config(setting, tmp_path / "sharded"), quiet=True)
 
 
@@ -253,21 +263,22 @@ def test_sharded_distribution_is_refused_clearly(setting, tmp_path, monkeypatch,
 
 
 def _rolled_out(setting, tmp_path, **over):
-    """A Run and one rollout step of it: (run, inputs, completions, adv, ref)."""
+    """A Run and one rollout step of it: (run, inputs, rollout, adv, ref)."""
     from rich.console import Console
 
-    from leafrl.trainer import advantages, prompts_for, reference_logprobs, rollout, score, setup
+    from leafrl.trainer import advantages, prompts_for, reference_logprobs, rollout_of, score, setup
 
-    cfg = tiny_config(setting, tmp_path, **{"lora_settings.dropout": 0.0, **over})
+    cfg = tiny_config(setting, tmp_path, **{"lora.dropout": 0.0, **over})
     run = setup(cfg, Console(quiet=True), resume=False)
     torch.manual_seed(0)
     prompts = prompts_for(0, run.train, cfg.rollout.prompts_per_step, cfg.seed)
-    inputs, completions = rollout(run, prompts)
-    adv, _ = advantages(cfg, completions, score(run, prompts, completions))
-    return run, inputs, completions, adv, reference_logprobs(run, inputs, completions)
+    inputs, rollout = rollout_of(run, prompts)
+    rollout = score(run, prompts, rollout)
+    adv, _ = advantages(cfg, rollout)
+    return run, inputs, rollout, adv, reference_logprobs(run, inputs, rollout)
 
 
-def _plain_objective(run, inputs, completions, adv, ref, rows, old=None):
+def _plain_objective(run, inputs, rollout, adv, ref, rows, old=None):
     """The spec's objective over ``rows``, written plainly: each row's whole sequence (its
     prompt's real positions, then its completion) in one forward without cache or padding,
     log-probs at the sampling temperature, the clipped surrogate and k3 KL per token, mean over
@@ -276,8 +287,8 @@ def _plain_objective(run, inputs, completions, adv, ref, rows, old=None):
     model = run.policy
     total = 0.0
     for i in rows.tolist():
-        n_tok = int(completions.mask[i].sum())
-        ids = completions.ids[i, :n_tok]
+        n_tok = int(rollout.mask[i].sum())
+        ids = rollout.ids[i, :n_tok]
         g = i // k
         prompt = inputs["inputs_embeds"][g][inputs["attention_mask"][g].bool()]
         x = torch.cat([prompt, model.get_input_embeddings()(ids)])[None]
@@ -301,16 +312,16 @@ def test_each_minibatch_gradient_is_the_spec_objective(setting, tmp_path):
     gradient one minibatch accumulates over micro-batches equals the plain objective's."""
     from leafrl.trainer import minibatch_step
 
-    run, inputs, completions, adv, ref = _rolled_out(setting, tmp_path, **{"rollout.temperature": 0.7,
+    run, inputs, rollout, adv, ref = _rolled_out(setting, tmp_path, **{"rollout.temperature": 0.7,
                                                                             "optim.micro_batch": 2})
-    noise = 0.4 * torch.randn(completions.ids.shape, generator=torch.Generator().manual_seed(1))
-    old = (ref + noise).masked_fill(~completions.mask, 0.0)  # a policy away from this one
+    noise = 0.4 * torch.randn(rollout.ids.shape, generator=torch.Generator().manual_seed(1))
+    old = (ref + noise).masked_fill(~rollout.mask, 0.0)  # a policy away from this one
     rows = torch.tensor([5, 0, 3])
     run.model.train()
-    metrics = minibatch_step(run, inputs, completions, adv, ref, old, rows)
+    metrics = minibatch_step(run, inputs, rollout, adv, ref, old, rows)
     ours = _grads(run.model)
     run.optimizer.zero_grad(set_to_none=True)
-    _plain_objective(run, inputs, completions, adv, ref, rows, old).backward()
+    _plain_objective(run, inputs, rollout, adv, ref, rows, old).backward()
     plain = _grads(run.model)
     assert ours.keys() == plain.keys() and ours
     for name in ours:
@@ -325,12 +336,12 @@ def test_one_minibatch_of_all_rows_is_one_plain_full_batch_step(setting, tmp_pat
     from leafrl.schedule import warmup_cosine
     from leafrl.trainer import update
 
-    run, inputs, completions, adv, ref = _rolled_out(setting, tmp_path / "a", **{"optim.minibatch": 1000})
+    run, inputs, rollout, adv, ref = _rolled_out(setting, tmp_path / "a", **{"optim.minibatch": 1000})
     calls = []
     original = leafrl.trainer.logprobs_of
     leafrl.trainer.logprobs_of = lambda *a: calls.append(1) or original(*a)
     try:
-        metrics = update(run, inputs, completions, adv, ref, step=0)
+        metrics = update(run, inputs, rollout, adv, ref, step=0)
     finally:
         leafrl.trainer.logprobs_of = original
     assert calls == [] and metrics["optimizer_steps"] == 1 and metrics["clip_frac"] == 0
@@ -338,7 +349,7 @@ def test_one_minibatch_of_all_rows_is_one_plain_full_batch_step(setting, tmp_pat
 
     plain, *_ = _rolled_out(setting, tmp_path / "b", **{"optim.minibatch": 1000})  # the same LoRA init
     cfg = plain.cfg
-    _plain_objective(plain, inputs, completions, adv, ref, torch.arange(len(completions.ids))).backward()
+    _plain_objective(plain, inputs, rollout, adv, ref, torch.arange(len(rollout.ids))).backward()
     torch.nn.utils.clip_grad_norm_([p for p in plain.policy.parameters() if p.requires_grad], cfg.optim.grad_clip)
     for group in plain.optimizer.param_groups:
         group["lr"] = warmup_cosine(0, cfg.steps, cfg.optim.lr, cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
@@ -348,16 +359,23 @@ def test_one_minibatch_of_all_rows_is_one_plain_full_batch_step(setting, tmp_pat
             torch.testing.assert_close(ours[name], p.detach(), atol=1e-6, rtol=1e-4)
 
 
-def test_minibatches_make_optimizer_steps_and_clip_on_a_large_step(setting, tmp_path):
+def test_minibatches_make_optimizer_steps_and_clip_on_a_large_step(setting, tmp_path, monkeypatch):
     """8 rows in minibatches of 1: 8 optimizer steps, the schedule counting them; at a large lr the
-    later minibatches are off-policy enough for the clip to bind. One minibatch never clips."""
+    later minibatches are off-policy enough for the clip to bind. One minibatch never clips. The
+    logged ratio_min / ratio_max are the extremes over all minibatches, not means of theirs."""
+    import leafrl.trainer
     from leafrl.trainer import minibatch_order, update
 
     over = {"rollout.rollout_budget": 4, "optim.lr": 0.05, "optim.warmup_frac": 0.0, "loss.beta": 0.0}
-    run, inputs, completions, adv, ref = _rolled_out(setting, tmp_path, **over, **{"optim.minibatch": 1})
+    run, inputs, rollout, adv, ref = _rolled_out(setting, tmp_path, **over, **{"optim.minibatch": 1})
     assert adv.abs().sum() > 0
-    metrics = update(run, inputs, completions, adv, ref, step=0)
+    seen, original = [], leafrl.trainer.minibatch_step
+    monkeypatch.setattr(leafrl.trainer, "minibatch_step", lambda *a: seen.append(original(*a)) or seen[-1])
+    metrics = update(run, inputs, rollout, adv, ref, step=0)
     assert metrics["optimizer_steps"] == 8 and metrics["clip_frac"] > 0 and metrics["approx_kl"] > 0
+    assert metrics["ratio_min"] == min(m["ratio_min"] for m in seen) < 1 < max(m["ratio_max"] for m in seen)
+    assert metrics["ratio_max"] == max(m["ratio_max"] for m in seen)
+    assert metrics["clip_frac"] == pytest.approx(sum(m["clip_frac"] for m in seen) / 8)
     assert run.optimizer.state[next(p for p in run.policy.parameters() if p.requires_grad)]["step"] == 8
     # a seeded permutation per epoch: every row once per epoch, the same order for the same seed
     order = minibatch_order(8, 3, 2, seed=7)

@@ -3,7 +3,7 @@
 Notation used for tensor shapes:
     N rows (prompts x K responses), T completion tokens, G groups (one per prompt),
     M slots per group in the padded group layout (the largest group's size),
-    P boundary slots per group (<= fork_budget B; in "trie" mode <= M - 1), S = P + 1 span slots.
+    J boundary slots per group (<= fork_budget B; in "trie" mode <= M - 1), S = J + 1 span slots.
 
 The algorithm is described in ``docs/method.md`` (arXiv 2606.07610), step by step:
   1. boundaries: per group, the B highest-surprisal positions at least D apart
@@ -52,21 +52,20 @@ USABLE_RTOL = 1e-9
 
 @dataclass(frozen=True)
 class LeafConfig:
-    """LEAF options; defaults are the paper's (authors' released configuration).
-
-    fork_budget: B, boundaries chosen per group (paper: 2).
-    min_prefix_tokens: the earliest boundary position is max(1, min_prefix_tokens) (paper: 1).
-    terms: span credit GA + LA ("both", paper), GA only ("global") or LA only ("local").
-    normalize: "span_zscore" (paper: z-score over the group's spans, each span once) or "none".
-    boundaries: "surprisal" (paper: B high-surprisal positions) or "trie" (extension beyond the
-        paper: every divergence point of the group's prefix trie, ignoring fork_budget).
-    """
+    """LEAF options; defaults are the paper's (authors' released configuration)."""
 
     fork_budget: int = 2
+    """B: boundaries chosen per group, at the highest-surprisal positions at least D apart (paper: 2)."""
     min_prefix_tokens: int = 1
+    """The earliest position a boundary may take is max(1, this) (paper: 1)."""
     terms: str = "both"
+    """Span credit: GA + LA ("both", paper), GA = V(node) - V(root) only ("global") or LA only ("local")."""
     normalize: str = "span_zscore"
+    """"span_zscore" (paper: z-score over the group's spans, each span once) or "none"."""
     boundaries: str = "surprisal"
+    """"surprisal" (paper: B high-surprisal positions) or "trie" (every divergence point, no budget).
+
+    "trie" goes beyond the paper: a boundary at every point where the group's responses diverge."""
 
     def __post_init__(self) -> None:
         for name in ("fork_budget", "min_prefix_tokens"):
@@ -82,9 +81,9 @@ class LeafConfig:
 class LeafStats:
     """Per-batch statistics of one ``leaf_advantages`` call (rates are in [0, 1]).
 
-    boundaries: [G, P] chosen positions per group, ascending, -1 where a group has fewer.
+    boundaries: [G, J] chosen positions per group, ascending, -1 where a group has fewer.
     group_ids: [G] the caller's id of each group (row g of ``boundaries``).
-    fired / usable: [G, P] bool, boundary slot b of group g produced a node / a node whose
+    fired / usable: [G, J] bool, boundary slot b of group g produced a node / a node whose
         value differs from its parent's (False on empty slots): the per-position rates.
     """
 
@@ -112,12 +111,12 @@ class LeafTree:
     """The retrospective tree behind one ``leaf_advantages`` call, row by row.
 
     Shapes: group_index [N] (row -> row of ``LeafStats.boundaries``), depth [N] nodes on the
-    path; node_id / node_value / node_size [N, P] the row's node at each boundary, named by
-    its first member's row (-1 past the depth), its value and member count (NaN / 0 past
-    the depth); root_value [G]; span_start / span_end / span_value
-    (raw) / span_advantage (normalized) / span_valid [N, S]: span s of a row covers tokens
-    [span_start, span_end) and exists only where span_valid. Rewards enter centred on the
-    group's lowest reward, so node_value and root_value are relative to it.
+    path; node_id / node_value / node_size [N, J] the row's node at each boundary, named by
+    its first member's row (-1 past the depth), its value V (the mean reward of its members,
+    float64) and member count (NaN / 0 past the depth); root_value [G] V of the root (the group's
+    mean reward); span_start / span_end / span_value (raw) / span_advantage (normalized) /
+    span_valid [N, S]: span s of a row covers tokens [span_start, span_end) and exists only
+    where span_valid.
     """
 
     group_index: torch.Tensor
@@ -134,7 +133,7 @@ class LeafTree:
 
 
 def _surprisal_boundaries(score: torch.Tensor, length: torch.Tensor, budget: int) -> torch.Tensor:
-    """Spec step 1 -> boundaries [G, P = budget], ascending, -1 on empty slots.
+    """Spec step 1 -> boundaries [G, J = budget], ascending, -1 on empty slots.
 
     score [G, T]: the group's highest surprisal at each candidate position, -inf elsewhere;
     length [G, M]. Taking, B times, the best candidate at least D from those already
@@ -163,7 +162,7 @@ def _trie_boundaries(tok: torch.Tensor, length: torch.Tensor, valid: torch.Tenso
     """Extension: every distinct pairwise longest-common-prefix length >= first, i.e. each
     divergence point of the group's prefix trie (and the end of identical responses).
 
-    tok [G, M, T] (-1 on padding), length / valid [G, M] -> boundaries [G, P], ascending, -1
+    tok [G, M, T] (-1 on padding), length / valid [G, M] -> boundaries [G, J], ascending, -1
     on empty slots. Costs a [G, M, M, T] comparison, unlike the surprisal boundaries.
     """
     g, m, t = tok.shape
@@ -183,24 +182,24 @@ def _trie_boundaries(tok: torch.Tensor, length: torch.Tensor, valid: torch.Tenso
 
 
 def _ascending(pos: torch.Tensor) -> torch.Tensor:
-    """Sort boundary slots [G, P] ascending with the empty ones (-1) last."""
+    """Sort boundary slots [G, J] ascending with the empty ones (-1) last."""
     key = torch.where(pos < 0, torch.iinfo(torch.long).max, pos)
     return pos.gather(1, key.argsort(1))
 
 
 def _same_prefix(tok: torch.Tensor, valid: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
-    """same [G, P, M, M]: rows i and j of a group share the padded prefix tok[:p] at each
+    """same [G, J, M, M]: rows i and j of a group share the padded prefix tok[:p] at each
     valid boundary p (spec step 2's key equality). tok [G, M, T] float64 ids, -1 on padding.
 
     sum_{t<p} (y_i - y_j)^2 = A_i + A_j - 2 C_ij with C_ij = sum_{t<p} y_i y_j and A_i = C_ii:
     one batched product of integer-valued float64 matrices, exact below 2^53.
     """
     g, m, t = tok.shape
-    p_count = bound.shape[1]
-    before = (torch.arange(t, device=tok.device) < bound[:, :, None]).to(tok.dtype)  # [G, P, T]
-    masked = (tok[:, None, :, :] * before[:, :, None, :]).view(g, p_count * m, t)
-    cross = torch.bmm(masked, tok.transpose(1, 2)).view(g, p_count, m, m)  # C_ij
-    sq = cross.diagonal(dim1=2, dim2=3)  # [G, P, M] A_i = C_ii
+    j_count = bound.shape[1]
+    before = (torch.arange(t, device=tok.device) < bound[:, :, None]).to(tok.dtype)  # [G, J, T]
+    masked = (tok[:, None, :, :] * before[:, :, None, :]).view(g, j_count * m, t)
+    cross = torch.bmm(masked, tok.transpose(1, 2)).view(g, j_count, m, m)  # C_ij
+    sq = cross.diagonal(dim1=2, dim2=3)  # [G, J, M] A_i = C_ii
     same = sq[:, :, :, None] + sq[:, :, None, :] - 2 * cross == 0
     pair = valid[:, None, :, None] & valid[:, None, None, :]
     return same & pair & (bound >= 0)[:, :, None, None]
@@ -254,7 +253,7 @@ def leaf_advantages(
     x, reward_range = centred_rewards(rewards, lay)  # [G, M], [G]
     tok = _padded_tokens(completion_ids, completion_mask)  # [N, T] float64, -1 on padding
 
-    # Step 1: boundaries [G, P], ascending, -1 on empty slots.
+    # Step 1: boundaries [G, J], ascending, -1 on empty slots.
     first = max(1, config.min_prefix_tokens)
     if config.boundaries == "surprisal":
         score = torch.where(completion_mask, surprisal, -math.inf)  # [N, T]
@@ -265,13 +264,13 @@ def leaf_advantages(
         bound = _trie_boundaries(lay.by_group(tok, -1.0), length, lay.valid, first)
 
     # Step 2: nodes. same[g, b, i, j]: rows i, j share their key at boundary b.
-    same = _same_prefix(lay.by_group(tok, -1.0), lay.valid, bound)  # [G, P, M, M]
-    size = same.sum(3)  # [G, P, M]
+    same = _same_prefix(lay.by_group(tok, -1.0), lay.valid, bound)  # [G, J, M, M]
+    size = same.sum(3)  # [G, J, M]
     member = size >= 2  # nested: a member at boundary b is a member at every earlier one
-    node_value = (same * x[:, None, None, :]).sum(3) / size.clamp(min=1)  # [G, P, M]
+    node_value = (same * x[:, None, None, :]).sum(3) / size.clamp(min=1)  # [G, J, M]
     depth = member.sum(1)  # [G, M]
     root = x.sum(1) / lay.valid.sum(1)  # [G]
-    first_member = same.to(torch.uint8).argmax(3)  # [G, P, M] slot naming each row's node
+    first_member = same.to(torch.uint8).argmax(3)  # [G, J, M] slot naming each row's node
 
     # Step 3: span s < depth belongs to the node at boundary s; span == depth is the tail.
     raw, start, end, internal, span_valid = _spans(x, root, node_value, size, depth, bound, length,
@@ -280,21 +279,22 @@ def leaf_advantages(
     # Step 4: normalization over the group's spans, each span once; tokens take their span's.
     adv = _span_zscore(raw, span_valid) if config.normalize == "span_zscore" else raw
     adv = adv.masked_fill(~span_valid, 0.0)
-    cut = torch.where(internal[:, :, :-1], start[:, :, 1:], t)  # [G, M, P] next span starts
+    cut = torch.where(internal[:, :, :-1], start[:, :, 1:], t)  # [G, M, J] next span starts
     advantages = _spread(lay.by_row(adv).float(), lay.by_row(cut), completion_mask)
 
     stats = _stats(lay, bound, member, first_member, node_value, root, reward_range, depth,
                    internal, start, end, span_valid, adv.float())
     if not return_tree:
         return advantages, stats
-    first_row = lay.rows.gather(1, first_member.flatten(1)).view_as(first_member)  # [G, P, M]
+    first_row = lay.rows.gather(1, first_member.flatten(1)).view_as(first_member)  # [G, J, M]
+    low = lay.by_group(rewards.double(), math.inf).amin(1)  # [G] what centred_rewards took off
     tree = LeafTree(
         group_index=lay.index,
         depth=lay.by_row(depth),
         node_id=lay.by_row(torch.where(member, first_row, -1).transpose(1, 2)),
-        node_value=lay.by_row(node_value.masked_fill(~member, math.nan).transpose(1, 2)),
+        node_value=lay.by_row((node_value + low[:, None, None]).masked_fill(~member, math.nan).transpose(1, 2)),
         node_size=lay.by_row((size * member).transpose(1, 2)),
-        root_value=root,
+        root_value=root + low,
         span_start=lay.by_row(start), span_end=lay.by_row(end), span_value=lay.by_row(raw),
         span_advantage=lay.by_row(adv), span_valid=lay.by_row(span_valid),
     )
@@ -302,15 +302,15 @@ def leaf_advantages(
 
 
 def _spans(x, root, node_value, size, depth, bound, length, valid, terms):
-    """Spec step 3: raw span credit and extent, [G, M, S] each (S = P + 1).
+    """Spec step 3: raw span credit and extent, [G, M, S] each (S = J + 1).
 
-    x [G, M] rewards, root [G], node_value / size [G, P, M], depth / length / valid [G, M],
-    bound [G, P]. Span s < depth is the row's node at boundary s, span == depth its tail.
+    x [G, M] rewards, root [G], node_value / size [G, J, M], depth / length / valid [G, M],
+    bound [G, J]. Span s < depth is the row's node at boundary s, span == depth its tail.
     -> raw, start, end, internal (s < depth), span_valid (exists: start < end, s <= depth)
     """
     g, m = x.shape
-    p_count = bound.shape[1]
-    s_idx = torch.arange(p_count + 1, device=x.device)  # [S]
+    j_count = bound.shape[1]
+    s_idx = torch.arange(j_count + 1, device=x.device)  # [S]
     internal = s_idx < depth[:, :, None]  # [G, M, S]
     value = torch.where(internal, torch.cat([node_value.transpose(1, 2), x[:, :, None]], 2),
                         x[:, :, None])  # [G, M, S]: a tail is a leaf of value r and n = 1
@@ -319,7 +319,7 @@ def _spans(x, root, node_value, size, depth, bound, length, valid, terms):
     ga, la = value - root[:, None, None], value - parent
     credit = {"both": ga + la, "global": ga, "local": la}[terms]
     raw = credit / count.sqrt()
-    q = bound.clamp(min=0)[:, None, :].expand(g, m, p_count)  # [G, M, P]
+    q = bound.clamp(min=0)[:, None, :].expand(g, m, j_count)  # [G, M, J]
     zero = q.new_zeros(g, m, 1)
     start = torch.cat([zero, q], 2)
     end = torch.where(internal, torch.cat([torch.minimum(q, length[:, :, None]), zero], 2),
@@ -344,7 +344,7 @@ def _padded_tokens(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _spread(span_adv: torch.Tensor, cut: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token advantages [N, T]: token t takes span #{b : cut_b <= t}; 0 on padding.
 
-    span_adv [N, S] float32, cut [N, P] ascending span starts (T where a row has no such span).
+    span_adv [N, S] float32, cut [N, J] ascending span starts (T where a row has no such span).
     """
     n, t = mask.shape
     pos = torch.arange(1, t + 1, device=mask.device, dtype=torch.float32)  # t + 1
@@ -370,9 +370,9 @@ def _span_zscore(raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def _stats(lay, bound, member, first_member, node_value, root, reward_range, depth, internal,
            start, end, span_valid, adv32) -> LeafStats:
     g, m = lay.valid.shape
-    has_bound = bound >= 0  # [G, P]
-    fired = member.any(2) & has_bound  # [G, P]
-    parent = torch.cat([root[:, None, None].expand(g, 1, m), node_value[:, :-1]], 1)  # [G, P, M]
+    has_bound = bound >= 0  # [G, J]
+    fired = member.any(2) & has_bound  # [G, J]
+    parent = torch.cat([root[:, None, None].expand(g, 1, m), node_value[:, :-1]], 1)  # [G, J, M]
     changes = (node_value - parent).abs() > USABLE_RTOL * reward_range[:, None, None]
     usable = (member & changes).any(2) & has_bound
     leader = member & (first_member == torch.arange(m, device=member.device))  # one per node

@@ -1,16 +1,20 @@
-"""Everything built in, in one place: the spoken task, the base speech LLM shipped with the
-package, and the settings ``leafrl train`` uses on them.
+"""Everything built in, in one place: the built-in regimes, each a spoken task and a base speech
+LLM shipped with the package, named by ``builtin:NAME`` wherever a model or data path goes.
 
-- The task (:mod:`leafrl.data.demo`) is synthesized with espeak-ng on first use into
-  ``task_dir()`` (``$LEAFRL_CACHE/demo``, else ``$XDG_CACHE_HOME/leafrl/demo``, else
-  ``~/.cache/leafrl/demo``).
-- The base model (``BASE_MODEL_DIR``, inside the package) is the built-in tiny SALLM trained by
-  ``leafrl build-base`` on the base corpus (:mod:`leafrl.data.base_corpus`): the task's training
-  clips answered in the mixed conventions of several sources, so before RL it follows the task's
-  conventions only some of the time. RL with the task's BLEU reward has that to teach.
-- ``BUILTIN_TRAIN``: what ``leafrl train`` changes from the paper's defaults on them.
+- ``builtin:conventions`` as data is the built-in spoken task (:mod:`leafrl.data.demo`),
+  synthesized with espeak-ng on first use into ``task_dir()`` (``$LEAFRL_CACHE/demo``, else
+  ``$XDG_CACHE_HOME/leafrl/demo``, else ``~/.cache/leafrl/demo``).
+- ``builtin:conventions`` as a model is the base model in ``BASE_MODEL_DIR`` (inside the
+  package): the built-in tiny SALLM trained by ``leafrl build-base`` on the base corpus
+  (:mod:`leafrl.data.base_corpus`): the task's training clips answered in the mixed conventions
+  of several sources, so before RL it follows the task's conventions only some of the time. RL
+  with the task's BLEU reward has that to teach.
+- The settings ``leafrl train`` uses on them are the recipe ``builtin-conventions``
+  (``leafrl/recipes/``), which every command starts from unless told otherwise.
 
-The trainer and ``sft`` know none of this: the CLI resolves the built-in into explicit paths.
+``leafrl.models.load_speech_lm`` and ``leafrl.data.load_split`` resolve the references
+(``locate_model``, ``locate_data``), so a run's config.yaml records ``builtin:conventions``, not a
+path inside one installation.
 """
 
 from __future__ import annotations
@@ -18,27 +22,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console
 
 from leafrl._files import write_text_atomic
+from leafrl.errors import UserError
 
+PREFIX = "builtin:"
 BASE_MODEL_DIR = Path(__file__).parent / "base_model"
-BUILTIN_TRAIN = [
-    # LoRA at the paper's rank 64 and lr 5e-6 barely moves a 3M-parameter model, and its answers end
-    # within 32 tokens. LoRA dropout is off: on a CPU its random masks cost a third of the update.
-    "steps=120",
-    "eval_every=40",
-    "save_every=40",
-    "lora_settings.rank=16",
-    "lora_settings.alpha=32",
-    "lora_settings.dropout=0",
-    "optim.lr=3e-4",
-    "rollout.max_new_tokens=32",
-]
+BUILTINS = ("conventions",)
+"""The built-in regimes: each has a task, a base model and a recipe ``builtin-NAME``."""
 
 
 def cache_dir() -> Path:
@@ -53,6 +48,32 @@ def cache_dir() -> Path:
 def task_dir() -> Path:
     """Where the built-in task is synthesized (once)."""
     return cache_dir() / "demo"
+
+
+def builtin_name(ref: Any) -> str | None:
+    """NAME of a ``builtin:NAME`` reference (checked to exist), None for anything else."""
+    if not isinstance(ref, str) or not ref.startswith(PREFIX):
+        return None
+    name = ref.removeprefix(PREFIX)
+    if name not in BUILTINS:
+        raise UserError(f"{ref}: no such built-in; leafrl has {', '.join(PREFIX + b for b in BUILTINS)}")
+    return name
+
+
+def locate_model(ref: str) -> str:
+    """The directory of a ``builtin:NAME`` base model, or ``ref`` itself when it is no such reference."""
+    return ref if builtin_name(ref) is None else base_model()
+
+
+def locate_data(ref: Any) -> Any:
+    """The directory of a ``builtin:NAME`` task (synthesized first if it is missing), or ``ref``
+    itself when it is no such reference."""
+    if builtin_name(ref) is None:
+        return ref
+    if not (task_dir() / "summary.json").is_file() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise UserError(f"the built-in task is not in {task_dir()} yet: build it once with `leafrl data demo` "
+                        "before starting several processes")
+    return str(prepare_task(Console(stderr=True)))
 
 
 def prepare_task(console: Console, out: Path | None = None, **sizes: int) -> Path:
@@ -72,57 +93,13 @@ def base_model(path: Path = BASE_MODEL_DIR) -> str:
 
     info = path / "leafrl_base.json"
     if not info.is_file():
-        raise ValueError(f"the built-in base model is missing from {path}; build it with "
-                         f"`leafrl build-base --out {path}`")
+        raise UserError(f"the built-in base model is missing from {path}; build it with "
+                        f"`leafrl build-base --out {path}`")
     made_for = json.loads(info.read_text())["task_format_version"]
     if made_for != FORMAT_VERSION:
-        raise ValueError(f"the built-in base model in {path} was built for task format {made_for}, this build's "
-                         f"task is format {FORMAT_VERSION}; rebuild it with `leafrl build-base --out {path}`")
+        raise UserError(f"the built-in base model in {path} was built for task format {made_for}, this build's "
+                        f"task is format {FORMAT_VERSION}; rebuild it with `leafrl build-base --out {path}`")
     return str(path)
-
-
-def train_presets(model: str | None, config: Path | None, overrides: list[str]) -> list[str]:
-    """The settings a ``leafrl train`` call starts from, below its options and ``--set``s:
-    ``BUILTIN_TRAIN`` when it trains the built-in model (no --model, --config or model= override)."""
-    builtin = model is None and config is None and not any(item.startswith("model=") for item in overrides)
-    return list(BUILTIN_TRAIN) if builtin else []
-
-
-def resolve(cfg: Any, console: Console) -> Any:
-    """``cfg`` (a TrainConfig) with the built-in task for a missing ``data`` (synthesized first
-    if needed) and the built-in base model for a missing ``model``."""
-    import dataclasses
-
-    if cfg.data is None and not (task_dir() / "summary.json").is_file() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise ValueError(f"the built-in task is not in {task_dir()} yet: build it once with `leafrl data demo` "
-                         "before starting several processes")
-    return dataclasses.replace(cfg, data=cfg.data or str(prepare_task(console)), model=cfg.model or base_model())
-
-
-def report(run_dir: Path, data: str, examples: int) -> Group:
-    """What a finished run did to the held-out rows: the first ``examples`` rows' greedy answers
-    before and after, and, on the built-in task, how often the answers follow its conventions."""
-    from leafrl.data import load_split
-    from leafrl.data.base_corpus import convention_of
-    from leafrl.viz.runs import examples_table, shares_table
-
-    before, after = (json.loads((run_dir / f"{name}.json").read_text())["predictions"]["greedy"]
-                     for name in ("before", "after"))
-    rows = list(load_split(data, "valid"))[: len(before)]
-    shown = rows[:examples]
-    parts = [examples_table([ex.id for ex in shown], [ex.reference for ex in shown], before[:examples],
-                            after[:examples])]
-    if all(ex.task in ("ast", "sqa") and "transcript" in ex.meta for ex in rows):
-        def shares(predictions: list[str]) -> dict[str, float]:
-            """Share of each task's rows answered in each convention."""
-            kinds = [(ex.task, convention_of(text, ex.task, ex.reference, ex.meta["transcript"]))
-                     for ex, text in zip(rows, predictions)]
-            per_task = Counter(task for task, _ in kinds)
-            return {f"{task}: {kind}": n / per_task[task] for (task, kind), n in Counter(kinds).items()}
-
-        parts.append(shares_table(shares(before), shares(after), "how the greedy answers are written (share of "
-                                  "each task's rows; \"task\": the built-in task's own convention)"))
-    return Group(*parts)
 
 
 # ------------------------------------------------------------------------------ the base model
@@ -145,15 +122,18 @@ def write_corpus(task: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_base(out: Path, *, work: Path | None = None, task_sizes: dict[str, int] | None = None,
-               sft_overrides: list[str] | None = None, console: Console | None = None) -> dict:
+def build_base(out: Path, *, recipe: str = "builtin-conventions", work: Path | None = None,
+               task_sizes: dict[str, int] | None = None, sft_overrides: list[str] | None = None,
+               console: Console | None = None) -> dict:
     """Train the built-in base model into ``out``: the built-in task, its base corpus, then
-    ``leafrl sft`` of a fresh tiny SALLM (alignment, then SFT) with the default ``SFTConfig`` and
-    seed. ``task_sizes`` and ``sft_overrides`` make a smaller build (tests). The weights are
+    ``leafrl sft`` of a fresh tiny SALLM (alignment, then SFT) with the SFT ``recipe`` on that
+    corpus. ``task_sizes`` and ``sft_overrides`` make a smaller build (tests). The weights are
     stored in float16 (half the size; they load as float32)."""
+    import dataclasses
+
     import torch
 
-    from leafrl.config import SFTConfig, apply_overrides
+    from leafrl.config import SFTConfig, load_config
     from leafrl.data.demo import FORMAT_VERSION
     from leafrl.models import load_speech_lm
     from leafrl.sft import run_sft
@@ -162,16 +142,17 @@ def build_base(out: Path, *, work: Path | None = None, task_sizes: dict[str, int
     work = cache_dir() / "base-build" if work is None else Path(work)
     task = prepare_task(console, work / "task" if task_sizes else None, **(task_sizes or {}))
     corpus = write_corpus(task, work / "corpus")
-    cfg = apply_overrides(SFTConfig(data=str(corpus), out=str(work / "sft")), sft_overrides or [])
-    summary = run_sft(cfg, console=console, overwrite=True)  # work/ is this build's scratch
-    model, adapter = load_speech_lm(summary["model_dir"])
+    cfg = load_config(SFTConfig, recipe=recipe, overrides=sft_overrides)
+    summary = run_sft(dataclasses.replace(cfg, data=str(corpus), out=str(work / "sft")), console=console,
+                      overwrite=True)  # work/ is this build's scratch
+    model, family = load_speech_lm(summary.model_dir)
     staging = Path(f"{out}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    adapter.save(model.to(torch.float16), str(staging))
+    family.save(model.to(torch.float16), str(staging))
     set_stored_dtype(staging, "float32")
     recorded = ("steps", "train_examples", "valid_examples", "valid_bleu_after", "wall_seconds")
     info = {"task_format_version": FORMAT_VERSION, "command": "leafrl build-base",
-            "sft": {key: summary[key] for key in recorded}}
+            "sft": {key: getattr(summary, key) for key in recorded}}
     write_text_atomic(staging / "leafrl_base.json", json.dumps(info, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staging, out)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from leafrl.errors import UserError
+
 KEEP = 2  # complete checkpoints kept on disk
 MANIFEST = "manifest.json"
 
@@ -113,7 +115,7 @@ def restore(out: Path, model: Any, optimizer: torch.optim.Optimizer) -> tuple[in
     ``find_checkpoint`` names them). Checkpoints none of which is intact raise ValueError."""
     checkpoint, skipped = find_checkpoint(out)
     if checkpoint is None and skipped:
-        raise ValueError(f"--resume {out}: no intact checkpoint (skipped {'; '.join(skipped)}); start again "
+        raise UserError(f"--resume {out}: no intact checkpoint (skipped {'; '.join(skipped)}); start again "
                          "with --overwrite")
     return (0 if checkpoint is None else load_checkpoint(checkpoint, model, optimizer)["step"]), checkpoint, skipped
 
@@ -129,6 +131,6 @@ def adapter_dir(path: Path) -> Path:
     checkpoint, skipped = find_checkpoint(path) if path.is_dir() else (None, [])
     if checkpoint is None:
         why = f" (skipped {'; '.join(skipped)})" if skipped else ""
-        raise ValueError(f"--adapter {path}: not a LoRA adapter, a checkpoint or a run directory with an intact "
+        raise UserError(f"--adapter {path}: not a LoRA adapter, a checkpoint or a run directory with an intact "
                          f"checkpoint{why}")
     return checkpoint / "adapter"

@@ -2,9 +2,10 @@
 K, steps, prompts, LoRA budget and seeds, then one self-contained report directory.
 
     OUT/runs/<arm>/seed-<s>/   one ``leafrl train`` run each (resumable; finished ones are reused)
-    OUT/report.md              held-out BLEU per arm (mean, 95% t interval over seeds), the paired
-                               difference per seed, steps to reach the reference arm, wall time, settings
-    OUT/summary.json           the same numbers for scripts
+    OUT/report.md              held-out BLEU per arm (mean, 95% t interval over seeds), each arm's
+                               paired difference per seed with the reference arm (--reference, the
+                               last arm by default), steps to reach the reference, wall time, settings
+    OUT/summary.json           the same numbers for scripts (``Comparison``)
     OUT/bleu.png, reward.png, forks.png
 
 Seed s of every arm shares the LoRA initialization, the prompt order and the held-out rows, so
@@ -21,14 +22,16 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from rich.console import Console
 
 from leafrl._files import write_text_atomic
+from leafrl.builtin import locate_data
 from leafrl.config import TrainConfig, apply_overrides, from_dict, resolve_paths, to_dict
+from leafrl.errors import UserError
 from leafrl.eval.stats import paired_difference, steps_to_reach, t_interval
+from leafrl.summary import HeldOut, RunSummary
 from leafrl.tracking import progress_bar
 
 
@@ -53,11 +56,11 @@ def parse_arms(spec: str) -> list[Arm]:
     for item in (part.strip() for part in spec.split(",")):
         algo, *overrides = item.split(":")
         if algo not in ("leaf", "grpo") or any("=" not in o for o in overrides):
-            raise ValueError(f"--algos: {item!r} is not an arm; write leaf, grpo, or an algorithm followed by "
+            raise UserError(f"--algos: {item!r} is not an arm; write leaf, grpo, or an algorithm followed by "
                              "overrides, e.g. leaf:leaf.boundaries=trie")
         arms.append(Arm(item, algo, tuple(overrides)))
     if len(arms) < 2 or len({a.name for a in arms}) != len(arms):
-        raise ValueError(f"--algos {spec!r}: give at least two different arms")
+        raise UserError(f"--algos {spec!r}: give at least two different arms")
     return arms
 
 
@@ -80,12 +83,12 @@ def state_of(cfg: TrainConfig) -> str:
     if not saved.is_file():
         return "new"
     if yaml.safe_load(saved.read_text()) != to_dict(cfg):
-        raise ValueError(f"{out} holds a run with other settings than this comparison's; give another --out or "
+        raise UserError(f"{out} holds a run with other settings than this comparison's; give another --out or "
                          "remove that directory")
     return "done" if (out / "summary.json").is_file() else "resume"  # from its checkpoint, or from step 0
 
 
-def _train_one(cfg: dict, resume: bool, threads: int) -> dict:
+def _train_one(cfg: dict, resume: bool, threads: int) -> None:
     """One run in a worker process (``threads`` intra-op threads, quiet)."""
     import warnings
 
@@ -98,7 +101,7 @@ def _train_one(cfg: dict, resume: bool, threads: int) -> dict:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.set_num_threads(threads)
-    return train(from_dict(TrainConfig, cfg), resume=resume, quiet=True)
+    train(from_dict(TrainConfig, cfg), resume=resume, quiet=True)
 
 
 def run_all(runs: list[tuple[Arm, int, TrainConfig]], jobs: int, console: Console, quiet: bool) -> None:
@@ -126,11 +129,13 @@ def run_all(runs: list[tuple[Arm, int, TrainConfig]], jobs: int, console: Consol
             finished, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
             for future in finished:
                 arm, seed, cfg = futures[future]
-                if future.exception() is not None:
+                if (err := future.exception()) is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
-                    raise ValueError(f"run {arm.name} seed {seed} ({cfg.out}) failed: {future.exception()}; the "
-                                     "runs finished so far are kept, run the same command again to go on") \
-                        from future.exception()
+                    where = f"run {arm.name} seed {seed} ({cfg.out}) failed"
+                    if isinstance(err, UserError):
+                        raise UserError(f"{where}: {err}; the runs finished so far are kept, run the same command "
+                                        "again to go on") from err
+                    raise RuntimeError(f"{where}; the runs finished so far are kept") from err
             done = sum(_last_step(Path(cfg.out)) for _, _, cfg, _ in todo)
             bar.update(task, completed=done, info=f"runs {len(futures) - len(pending)}/{len(futures)}")
 
@@ -146,15 +151,74 @@ def _last_step(out: Path) -> int:
 # ------------------------------------------------------------------------------ the report
 
 
+@dataclass(frozen=True)
+class OverSeeds:
+    """An arm's final held-out BLEU over seeds: the mean with its 95% Student t interval, each
+    seed's value, and the value before training (every seed starts from the same model)."""
+
+    mean: float
+    ci95: tuple[float, float]
+    per_seed: dict[int, float]
+    before: float
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm over its seeds, greedy and (with sampled passes) sampled."""
+
+    algo: str
+    overrides: list[str]
+    steps: int
+    wall_seconds_mean: float
+    greedy: OverSeeds
+    sampled: OverSeeds | None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """An arm minus the reference, seed by seed: the per-seed differences, their mean with its
+    95% paired t interval, and the paired t-test's two-sided p."""
+
+    seeds: list[int]
+    diffs: list[float]
+    mean: float
+    ci95: tuple[float, float]
+    p_value: float
+
+
+@dataclass(frozen=True)
+class ArmDifference:
+    greedy: Difference
+    sampled: Difference | None
+    steps_to_reach_reference: int | None
+    """The first evaluated step where the arm's mean greedy curve reaches the reference's final mean."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """summary.json of ``leafrl compare``: every arm over the seeds, and every other arm minus the
+    reference arm. ``headline`` is the first arm that is not the reference."""
+
+    seeds: list[int]
+    reference: str
+    headline: str
+    steps: int
+    arms: dict[str, ArmResult]
+    diffs: dict[str, ArmDifference]
+    wall_seconds: float
+    """This invocation's wall time (finished runs are reused)."""
+    run_seconds_total: float
+    """The runs' own wall times, summed."""
+
+
 def load_run(out: Path) -> dict:
     """A finished run: its summary and {step: merged metrics} (the held-out metrics before
     training at step 0; a resumed run's repeated steps keep their last values)."""
-    summary = json.loads((out / "summary.json").read_text())
-    by_step: dict[int, dict] = {0: json.loads((out / "before.json").read_text())["metrics"]}
+    by_step: dict[int, dict] = {0: HeldOut.load(out / "before.json").metrics()}
     for line in (out / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
         by_step.setdefault(row["step"], {}).update(row)
-    return {"summary": summary, "steps": dict(sorted(by_step.items()))}
+    return {"summary": RunSummary.load(out / "summary.json"), "steps": dict(sorted(by_step.items()))}
 
 
 def curve(runs: Sequence[dict], key: str) -> tuple[list[int], list[list[float]]]:
@@ -163,59 +227,51 @@ def curve(runs: Sequence[dict], key: str) -> tuple[list[int], list[list[float]]]
     return steps, [[r["steps"][s][key] for s in steps] for r in runs]
 
 
-def summarize(arms: Sequence[Arm], seeds: Sequence[int], results: dict[str, dict[int, dict]]) -> dict:
-    """The comparison's numbers from finished runs (``results[arm][seed]`` = ``load_run``).
-    The reference arm is GRPO when compared, else the last arm; "diff_*" is the first arm
-    minus the reference."""
-    reference = next((a for a in arms if a.name == "grpo"), arms[-1])
-    out: dict[str, Any] = {"seeds": list(seeds), "reference": reference.name, "arms": {}}
+def over_seeds(runs: dict[int, dict], decoding: str) -> OverSeeds | None:
+    """``decoding``'s final BLEU of ``runs`` ({seed: load_run}), None when a run has none."""
+    after = {s: r["summary"].bleu(decoding, "after") for s, r in runs.items()}
+    if any(v is None for v in after.values()):
+        return None
+    mean, low, high = t_interval(list(after.values()))
+    return OverSeeds(mean, (low, high), after, next(iter(runs.values()))["summary"].bleu(decoding, "before"))
+
+
+def summarize(arms: Sequence[Arm], seeds: Sequence[int], results: dict[str, dict[int, dict]], reference: Arm,
+              wall_seconds: float) -> Comparison:
+    """The comparison's numbers from finished runs (``results[arm][seed]`` = ``load_run``), each
+    arm against ``reference``."""
+    entries = {}
     for arm in arms:
         runs = results[arm.name]
-        entry: dict[str, Any] = {"algo": arm.algo, "overrides": list(arm.overrides)}
-        for key in ("valid_bleu", "valid_bleu_sampled"):
-            if all(f"{key}_after" in runs[s]["summary"] for s in seeds):
-                mean, low, high = t_interval([runs[s]["summary"][f"{key}_after"] for s in seeds])
-                entry[key] = {"mean": mean, "ci95": [low, high],
-                              "per_seed": {s: runs[s]["summary"][f"{key}_after"] for s in seeds},
-                              "before": runs[seeds[0]]["summary"][f"{key}_before"]}
-        entry["steps"] = runs[seeds[0]]["summary"]["steps"]
-        entry["wall_seconds_mean"] = sum(runs[s]["summary"]["wall_seconds"] for s in seeds) / len(seeds)
-        out["arms"][arm.name] = entry
-    ref = out["arms"][reference.name]
-    out["diffs"] = {}
+        entries[arm.name] = ArmResult(arm.algo, list(arm.overrides), runs[seeds[0]]["summary"].steps,
+                                      sum(runs[s]["summary"].wall_seconds for s in seeds) / len(seeds),
+                                      over_seeds(runs, "greedy"), over_seeds(runs, "sampled"))
+    ref = entries[reference.name]
+    diffs = {}
     for arm in arms:
         if arm is reference:
             continue
-        entry = out["arms"][arm.name]
-        diff = {key: paired_difference(entry[key]["per_seed"], ref[key]["per_seed"])
-                for key in ("valid_bleu", "valid_bleu_sampled") if key in entry and key in ref}
+        entry = entries[arm.name]
+        sampled = None
+        if entry.sampled is not None and ref.sampled is not None:
+            sampled = Difference(**paired_difference(entry.sampled.per_seed, ref.sampled.per_seed))
         steps, values = curve([results[arm.name][s] for s in seeds], "valid_bleu")
         mean_curve = [sum(v[i] for v in values) / len(values) for i in range(len(steps))]
-        diff["steps_to_reach_reference"] = steps_to_reach(steps, mean_curve, ref["valid_bleu"]["mean"])
-        out["diffs"][arm.name] = diff
-    first = arms[0] if arms[0] is not reference else arms[1]
-    for arm in arms:
-        if arm.name in ("leaf", "grpo"):
-            out[f"{arm.name}_bleu_mean"] = out["arms"][arm.name]["valid_bleu"]["mean"]
-            if "valid_bleu_sampled" in out["arms"][arm.name]:
-                out[f"{arm.name}_bleu_sampled_mean"] = out["arms"][arm.name]["valid_bleu_sampled"]["mean"]
-    d = out["diffs"][first.name]
-    out.update(diff_of=f"{first.name} - {reference.name}", diff_mean=d["valid_bleu"]["mean"],
-               diff_ci95=d["valid_bleu"]["ci95"], steps=out["arms"][first.name]["steps"])
-    if "valid_bleu_sampled" in d:
-        out.update(diff_sampled_mean=d["valid_bleu_sampled"]["mean"], diff_sampled_ci95=d["valid_bleu_sampled"]["ci95"])
-    return out
+        diffs[arm.name] = ArmDifference(Difference(**paired_difference(entry.greedy.per_seed, ref.greedy.per_seed)),
+                                        sampled, steps_to_reach(steps, mean_curve, ref.greedy.mean))
+    headline = next(a.name for a in arms if a is not reference)
+    total = sum(r["summary"].wall_seconds for runs in results.values() for r in runs.values())
+    return Comparison(list(seeds), reference.name, headline, entries[headline].steps, entries, diffs, wall_seconds,
+                      total)
 
 
-def write_report(out: Path, arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig,
-                 wall_seconds: float) -> dict:
-    """Read the finished runs, write summary.json, the plots and report.md; returns the summary."""
+def write_report(out: Path, arms: Sequence[Arm], seeds: Sequence[int], base: TrainConfig, reference: Arm,
+                 wall_seconds: float) -> Comparison:
+    """Read the finished runs, write summary.json, the plots and report.md."""
     from leafrl.viz.plots import band_plot
 
     results = {arm.name: {s: load_run(out / "runs" / arm.slug / f"seed-{s}") for s in seeds} for arm in arms}
-    summary = summarize(arms, seeds, results)
-    summary["wall_seconds"] = wall_seconds  # this invocation's: it reuses finished runs
-    summary["run_seconds_total"] = sum(r["summary"]["wall_seconds"] for runs in results.values() for r in runs.values())
+    summary = summarize(arms, seeds, results, reference, wall_seconds)
 
     def series(key: str, smooth: int = 1) -> dict[str, tuple[list[int], list[list[float]]]]:
         found = {arm.name: curve(list(results[arm.name].values()), key) for arm in arms}
@@ -232,7 +288,7 @@ def write_report(out: Path, arms: Sequence[Arm], seeds: Sequence[int], base: Tra
         band_plot(out / "forks.png", [("fork-fire rate", {**forks, **usable})], "LEAF fork-fire rate vs step",
                   "share of boundaries", "rolling mean over 10 steps; usable: a node whose value differs from "
                   "its parent's")
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(dataclasses.asdict(summary), indent=2))
     write_text_atomic(out / "report.md", report_text(summary, base, arms, bool(forks)))
     return summary
 
@@ -245,48 +301,46 @@ def _smooth(values: list[list[float]], window: int) -> list[list[float]]:
             for v in values]
 
 
-def _ci(entry: dict) -> str:
-    low, high = entry["ci95"]
-    return f"{entry['mean']:.2f} [{low:.2f}, {high:.2f}]"
+def _ci(entry: OverSeeds) -> str:
+    low, high = entry.ci95
+    return f"{entry.mean:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def report_text(summary: dict, base: TrainConfig, arms: Sequence[Arm], forks: bool) -> str:
+def report_text(summary: Comparison, base: TrainConfig, arms: Sequence[Arm], forks: bool) -> str:
     """report.md: the tables, the plots and the exact settings."""
-    seeds = summary["seeds"]
-    lines = [f"# {' vs '.join(a.name for a in arms)}: {summary['steps']} steps, seeds {seeds}", "",
+    seeds = summary.seeds
+    lines = [f"# {' vs '.join(a.name for a in arms)}: {summary.steps} steps, seeds {seeds}", "",
              f"Held-out BLEU (sacrebleu, lowercased) after training; mean over {len(seeds)} seeds with its 95% "
              "Student t interval. Every arm starts from the same model, with the same prompts, K, LoRA budget and "
              "seeds.", "",
              "| arm | greedy | sampled (mean of passes) | before (greedy / sampled) | wall per run |",
              "|---|---|---|---|---|"]
-    for name, entry in summary["arms"].items():
-        sampled = _ci(entry["valid_bleu_sampled"]) if "valid_bleu_sampled" in entry else "-"
-        before = f"{entry['valid_bleu']['before']:.2f}" + (
-            f" / {entry['valid_bleu_sampled']['before']:.2f}" if "valid_bleu_sampled" in entry else "")
-        lines.append(f"| {name} | {_ci(entry['valid_bleu'])} | {sampled} | {before} | "
-                     f"{entry['wall_seconds_mean'] / 60:.1f} min |")
-    ref = summary["reference"]
+    for name, entry in summary.arms.items():
+        sampled = _ci(entry.sampled) if entry.sampled is not None else "-"
+        before = f"{entry.greedy.before:.2f}" + (f" / {entry.sampled.before:.2f}" if entry.sampled is not None else "")
+        wall = f"{entry.wall_seconds_mean / 60:.1f} min"
+        lines.append(f"| {name} | {_ci(entry.greedy)} | {sampled} | {before} | {wall} |")
+    ref = summary.reference
     lines += ["", f"## Paired difference, each arm minus {ref}, seed by seed", "",
               "Mean of the per-seed differences with its 95% paired t interval and the paired t-test's two-sided p.",
               ""]
-    for name, diff in summary["diffs"].items():
+    for name, diff in summary.diffs.items():
         lines += [f"### {name} - {ref}", "", "| decoding | " + " | ".join(f"seed {s}" for s in seeds)
                   + " | mean [95% CI] | p |", "|---|" + "---|" * (len(seeds) + 2)]
-        for key, label in (("valid_bleu", "greedy"), ("valid_bleu_sampled", "sampled")):
-            if key in diff:
-                d = diff[key]
-                per_seed = " | ".join(f"{x:+.2f}" for x in d["diffs"])
-                lines.append(f"| {label} | {per_seed} | {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] "
-                             f"| {d['p_value']:.3f} |")
-        reach = diff["steps_to_reach_reference"]
+        for label, d in (("greedy", diff.greedy), ("sampled", diff.sampled)):
+            if d is not None:
+                per_seed = " | ".join(f"{x:+.2f}" for x in d.diffs)
+                lines.append(f"| {label} | {per_seed} | {d.mean:+.2f} [{d.ci95[0]:+.2f}, {d.ci95[1]:+.2f}] "
+                             f"| {d.p_value:.3f} |")
+        reach = diff.steps_to_reach_reference
+        reached = f"{reach}." if reach is not None else "not reached."
         lines += ["", f"Steps for {name} (mean over seeds, at the evaluations) to reach {ref}'s final greedy BLEU "
-                      f"({summary['arms'][ref]['valid_bleu']['mean']:.2f}): "
-                      + (f"{reach}." if reach is not None else "not reached."), ""]
+                      f"({summary.arms[ref].greedy.mean:.2f}): {reached}", ""]
     lines += ["## Plots", "", "![held-out BLEU](bleu.png)", "", "![training reward](reward.png)", ""]
     if forks:
         lines += ["![fork-fire rate](forks.png)", ""]
-    lines += [f"Wall time of the command that wrote this report: {summary['wall_seconds'] / 60:.1f} min (finished runs "
-              f"are reused); the runs' own wall times add up to {summary['run_seconds_total'] / 60:.1f} min.", "",
+    lines += [f"Wall time of the command that wrote this report: {summary.wall_seconds / 60:.1f} min (finished runs "
+              f"are reused); the runs' own wall times add up to {summary.run_seconds_total / 60:.1f} min.", "",
               "## Settings", "", "Every run: these settings, with the arm's overrides, `algo` and `seed`.", "",
               "```yaml", yaml.safe_dump({k: v for k, v in to_dict(base).items() if k not in ("out", "seed")},
                                         sort_keys=False).rstrip(), "```", "",
@@ -296,12 +350,17 @@ def report_text(summary: dict, base: TrainConfig, arms: Sequence[Arm], forks: bo
 
 
 def compare(base: TrainConfig, arms: Sequence[Arm], seeds: Sequence[int], out: Path, *, jobs: int,
-            console: Console, quiet: bool = False) -> dict:
-    """Train (or reuse) every run, then write the report; returns its summary."""
+            console: Console, quiet: bool = False, reference: str | None = None) -> Comparison:
+    """Train (or reuse) every run, then write the report; each arm is compared with ``reference``
+    (an arm's name; the last arm when None)."""
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: give distinct seeds, got {list(seeds)}")
+        raise UserError(f"--seeds: give distinct seeds, got {list(seeds)}")
+    ref = arms[-1] if reference is None else next((a for a in arms if a.name == reference), None)
+    if ref is None:
+        raise UserError(f"--reference {reference}: not one of the arms ({', '.join(a.name for a in arms)})")
     started = time.time()
+    locate_data(base.data)  # a built-in task is synthesized once, before the workers start
     base = dataclasses.replace(base, out=str(out))
     runs = plan(base, arms, seeds, out)
     run_all(runs, jobs, console, quiet)
-    return write_report(out, arms, seeds, base, time.time() - started)
+    return write_report(out, arms, seeds, base, ref, time.time() - started)

@@ -1,200 +1,310 @@
-"""Typed run configurations: one dataclass per command, one default per setting, YAML in and
-out, ``--set section.field=value`` overrides parsed into the dataclass and type-checked.
+"""Typed run configurations: one dataclass per command, one default per setting, each setting
+documented once, by the string under it (its first line is what ``leafrl config show`` prints).
 
-Every default lives here (or, for LEAF's own options, in ``LeafConfig``); the CLI restates none.
+A run's settings are resolved in one order, whatever flags were given (``leafrl.settings``):
+
+    the config class's defaults  <  a named recipe (``--recipe``, ``--builtin``)
+        <  a YAML file (``--config``)  <  command options  <  ``--set section.field=value``
+
+Recipes are YAML files in the config's shape shipped in ``leafrl/recipes/`` (``leafrl recipes``
+lists them). The resolved config is saved with every run as ``config.yaml``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
-
-from leafrl._files import write_text_atomic
 from leafrl.advantages import LeafConfig
+from leafrl.errors import UserError
 from leafrl.losses import AGGREGATIONS
 from leafrl.models import MODEL_DTYPES
-from leafrl.models.tiny import TinySize
+from leafrl.models.tiny import TinyConfig
 from leafrl.rollout.hf import SURPRISAL_SOURCES
+from leafrl.settings import (
+    Setting,
+    apply_overrides,
+    field_docs,
+    from_dict,
+    load_config,
+    resolve_paths,
+    save_config,
+    settings,
+    to_dict,
+)
 
-C = TypeVar("C")
+__all__ = [  # the classes, and (from leafrl.settings) what reads, writes and describes them
+    "AdamWConfig", "EvalConfig", "LoraConfig", "LossConfig", "OptimConfig", "RolloutConfig", "SFTConfig",
+    "SFTEvalConfig", "SFTOptimConfig", "Setting", "TrainConfig", "apply_overrides", "field_docs", "from_dict",
+    "load_config", "resolve_paths", "resumed", "save_config", "settings", "to_dict",
+]
 
 
 @dataclass
-class LoraSettings:
-    """LoRA of the paper (authors' released configuration)."""
+class LoraConfig:
+    """The LoRA that is trained, on the language model's q/k/v/o/gate/up/down projections."""
 
-    rank: int = 64  # paper: r 64
-    alpha: int = 128  # paper: alpha 128
-    dropout: float = 0.05  # paper: dropout 0.05 on q/k/v/o/gate/up/down
+    rank: int = 64
+    """LoRA rank r (paper: 64)."""
+    alpha: int = 128
+    """LoRA scale: the update is multiplied by alpha / rank (paper: 128)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA's input in training (paper: 0.05; on a CPU its masks cost time)."""
+
+
+@dataclass
+class AdamWConfig:
+    """AdamW with linear warmup and cosine decay to a floor (paper: the authors' values)."""
+
+    lr: float = 5e-6
+    """Peak learning rate (paper: 5e-6)."""
+    warmup_frac: float = 0.05
+    """Share of the optimizer steps spent warming up linearly from 0 (paper: 5%)."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to this fraction of lr (paper: 0.1)."""
+    beta1: float = 0.9
+    """Adam's beta1 (paper: 0.9)."""
+    beta2: float = 0.95
+    """Adam's beta2 (paper: 0.95)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (paper: 0)."""
+    grad_clip: float = 1.0
+    """Clip the gradient's global norm to this before each optimizer step (paper: 1.0)."""
+
+
+@dataclass
+class OptimConfig(AdamWConfig):
+    """The RL update: AdamW, and how one rollout step's N rows become optimizer steps."""
+
+    minibatch: int = 6
+    """Sequences per optimizer step, per process (paper: 6, so 48 rows make 8 optimizer steps).
+
+    One rollout step's N rows make ceil(N / minibatch) optimizer steps per epoch, in a seeded order;
+    the first is on-policy and later ones slightly off-policy, where the PPO clip binds."""
+    epochs: int = 1
+    """Passes over one rollout step's sequences (paper: 1)."""
+    micro_batch: int = 8
+    """Rows per forward pass inside a minibatch: memory only, the update is the same at any value.
+
+    Gradients accumulate over the micro-batches of a minibatch."""
+
+
+@dataclass
+class SFTOptimConfig(AdamWConfig):
+    """SFT's AdamW and batches (defaults: the built-in tiny SALLM trained from scratch)."""
+
+    lr: float = 2e-3
+    """Peak learning rate (a model trained from scratch; use about 1e-5 for a pretrained one)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay."""
+    batch_size: int = 32
+    """Rows per optimizer step."""
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling of the K responses per prompt (paper: the authors' values)."""
+
+    rollout_budget: int = 8
+    """K: responses sampled per prompt (paper: 8)."""
+    prompts_per_step: int = 6
+    """Prompts per rollout step, per process (paper: 6)."""
+    temperature: float = 1.0
+    """Sampling temperature T; every log-prob pass uses logits / T too (paper: 1.0)."""
+    top_p: float = 0.9
+    """Nucleus sampling threshold (paper: 0.9)."""
+    max_new_tokens: int = 200
+    """The longest response, in tokens, in rollouts and evaluation (paper: 200)."""
+    surprisal: str = "processed"
+    """LEAF's surprisal: "processed" (paper: the sampled distribution) or "raw" (the model's logits).
+
+    "processed" reads -log p after temperature and top-p, as the tokens were sampled."""
+    saved_groups: int = 4
+    """Rollout groups saved at each evaluation into OUT/rollouts/ for ``leafrl inspect`` (0: none).
+
+    A group is one prompt with its K responses, their tokens, surprisal and rewards."""
+
+
+@dataclass
+class LossConfig:
+    """The policy loss shared by LEAF and GRPO (paper: the authors' values)."""
+
+    clip_low: float = 0.2
+    """PPO clip below: the ratio is clipped at 1 - clip_low (paper: eps 0.2)."""
+    clip_high: float = 0.2
+    """PPO clip above: the ratio is clipped at 1 + clip_high (paper: eps 0.2)."""
+    beta: float = 0.02
+    """Weight of the k3 KL penalty to the base model, the LoRA disabled (paper: 0.02; 0: no reference pass)."""
+    agg: str = "seq_mean_token_mean"
+    """Token losses to one loss: seq_mean_token_mean (paper), token_mean (DAPO) or dr_grpo.
+
+    "seq_mean_token_mean": the mean over each sequence's tokens, then over sequences; "dr_grpo":
+    the sum over tokens / (N x max_new_tokens)."""
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation: lowercased corpus BLEU of a greedy pass and of sampled passes (paper:
+    5 passes at T 0.9, top-p 0.9)."""
+
+    every: int = 50
+    """Evaluate every this many steps (and before the first and after the last)."""
+    examples: int = 300
+    """The first this many rows of the valid split are decoded."""
+    sampled_passes: int = 5
+    """Sampled decoding passes whose BLEU is averaged, beside the greedy one (paper: 5)."""
+    temperature: float = 0.9
+    """Temperature of the sampled passes (paper: 0.9)."""
+    top_p: float = 0.9
+    """Top-p of the sampled passes (paper: 0.9)."""
+    seed: int = 42
+    """Seed of the sampled passes, drawn together in one seeded call; process i of several adds i.
+
+    The paper seeded its 5 passes 42..46; one call seeded 42 draws from the same distribution."""
+    batch_size: int = 32
+    """Held-out rows per generate call (memory only)."""
+
+
+@dataclass
+class SFTEvalConfig(EvalConfig):
+    """SFT's held-out evaluation (greedy by default)."""
+
+    every: int = 200
+    """Evaluate every this many steps (and before the first and after the last)."""
+    sampled_passes: int = 0
+    """Sampled decoding passes whose BLEU is averaged, beside the greedy one."""
+    max_new_tokens: int = 64
+    """The longest decoded answer, in tokens."""
 
 
 @dataclass
 class SFTConfig:
-    """Supervised warm start (``leafrl sft``). Defaults suit the built-in tiny SALLM trained
-    from scratch on the built-in task; for a pretrained model use ``lora=true`` and a small lr."""
+    """Supervised fine-tuning on the references (``leafrl sft``). The defaults train the built-in
+    tiny SALLM from scratch; for a pretrained model set finetune, align_steps=0 and a small lr."""
 
     data: str | None = None
-    """A manifest directory (train/valid.jsonl) or save_to_disk dataset (required; ``leafrl sft``
-    without --data uses the built-in task)."""
+    """A manifest directory (train/valid.jsonl), a save_to_disk dataset or builtin:NAME (required)."""
     model: str | None = None
-    """A hub name or local HF directory; None: a fresh tiny SALLM (``tiny``), trained from scratch."""
-    tiny: TinySize = field(default_factory=TinySize)
-    """Dimensions of the built-in tiny SALLM (used when model is None)."""
+    """A hub name, a local HF directory or builtin:NAME; unset: a fresh tiny SALLM (``tiny``)."""
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    """Dimensions of the fresh tiny SALLM (used when model is unset)."""
     out: str = "runs/sft"
     """Output directory: the trained model (HF format), config.yaml, metrics.jsonl, summary.json."""
+    finetune: str = "full"
+    """"full": train every weight; "lora": train a LoRA (``lora``), merged into the saved model."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """The LoRA, when finetune is "lora"."""
     align_steps: int = 3600
-    """Audio alignment, the first stage (0: none): CTC of each row's transcript
-    (``meta["transcript"]``) on the model's projected audio frames read through its own output
-    layer, blank = pad token. Only the audio encoder, projector and (tied) embeddings learn,
-    without running the language model. Afterwards the audio reaches the language model already
-    shaped like text, which it then learns to read much sooner. Needs an adapter with
-    ``audio_frames`` (the built-in model's family); set 0 for a pretrained model."""
+    """Steps of audio alignment, the first stage (0: none; set 0 for a pretrained model).
+
+    CTC of each row's transcript (``meta["transcript"]``) on the model's projected audio frames,
+    read through its own output layer, blank = pad token. Only the audio encoder, projector and
+    (tied) embeddings learn, without running the language model. Afterwards the audio reaches the
+    language model already shaped like text, which it then learns to read much sooner. Needs a
+    family with ``audio_frames`` (the built-in model's)."""
     align_batch_size: int = 4
-    """Clips per alignment step: the encoder learns to hear from the number of updates more than
-    from the clips in each, so small batches (see docs/results.md)."""
+    """Clips per alignment step (small: the encoder learns from the number of updates).
+
+    The encoder learns to hear from the number of updates more than from the clips in each
+    (docs/results.md)."""
     steps: int = 800
     """Optimizer steps of SFT (after alignment)."""
-    batch_size: int = 32
     length_buckets: int = 1
-    """SFT batches drawn together and regrouped by length (audio seconds, then text), so each
-    batch pads less; 1: plain shuffled batches. Faster steps, but batches of alike rows teach less
+    """SFT batches drawn together and regrouped by length, so each pads less (1: plain shuffled).
+
+    Batches are regrouped by audio seconds, then text length. Faster steps, but batches of alike rows teach less
     per step (docs/results.md). Alignment pads every clip to the feature window and is not bucketed."""
     cache_inputs: bool = True
-    """Keep each training row's encoded inputs after its first use instead of reading and encoding
-    its audio again every epoch (a batch is the same either way). Costs memory: about 66 KB a row
+    """Keep each training row's encoded inputs after its first use (a batch is the same either way).
+
+    Saves reading and encoding its audio again every epoch. Costs memory: about 66 KB a row
     for the tiny SALLM's 8 s window, about 1.5 MB with a 30 s Whisper window, so turn it off for
-    large datasets. Needs a family whose rows encode alone (its adapter's ``rows_encode_alone``)."""
-    lr: float = 2e-3
-    warmup_frac: float = 0.05
-    min_lr_ratio: float = 0.1
-    """Cosine decay floor as a fraction of lr."""
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    lora: bool = False
-    """Train a LoRA (merged into the saved model) instead of all weights."""
-    lora_settings: LoraSettings = field(default_factory=LoraSettings)
-    eval_every: int = 200
-    eval_examples: int = 300
-    """Held-out examples decoded (greedy) for BLEU."""
-    max_new_tokens: int = 64
+    large datasets. Needs a family whose rows encode alone (``rows_encode_alone``)."""
+    optim: SFTOptimConfig = field(default_factory=SFTOptimConfig)
+    """AdamW, its schedule and the batch size of both stages' optimizer steps."""
+    eval: SFTEvalConfig = field(default_factory=SFTEvalConfig)
+    """Held-out evaluation before, during and after SFT."""
     seed: int = 0
+    """Seeds the fresh model, the LoRA and the batch order."""
     system: str | None = None
-    """An optional system prompt."""
+    """An optional system prompt for every row."""
 
     def __post_init__(self) -> None:
-        at_least_one = ("steps", "batch_size", "align_batch_size", "length_buckets", "eval_every", "eval_examples",
-                        "max_new_tokens")
-        require("SFTConfig", [(name, getattr(self, name), getattr(self, name) >= 1, ">= 1") for name in at_least_one]
-                + [("align_steps", self.align_steps, self.align_steps >= 0, ">= 0")]
-                + optimizer_checks(self, "") + lora_checks(self.lora_settings))
+        check_choice("SFTConfig.finetune", self.finetune, FINETUNE)
+        at_least_one = ("steps", "align_batch_size", "length_buckets")
+        require("SFTConfig", [
+            *[(name, getattr(self, name), getattr(self, name) >= 1, ">= 1") for name in at_least_one],
+            ("align_steps", self.align_steps, self.align_steps >= 0, ">= 0"),
+            ("optim.batch_size", self.optim.batch_size, self.optim.batch_size >= 1, ">= 1"),
+            ("eval.max_new_tokens", self.eval.max_new_tokens, self.eval.max_new_tokens >= 1, ">= 1"),
+            *optimizer_checks(self.optim), *eval_checks(self.eval), *lora_checks(self.lora)])
 
 
-@dataclass
-class RolloutSettings:
-    """Sampling of the K responses per prompt (paper: authors' released configuration)."""
-
-    rollout_budget: int = 8  # paper: K = 8 responses per prompt
-    prompts_per_step: int = 6  # paper: 6 prompts per rollout step
-    temperature: float = 1.0  # paper: T = 1.0
-    top_p: float = 0.9  # paper: top-p 0.9
-    max_new_tokens: int = 200  # paper: 200 new tokens
-    surprisal: str = "processed"
-    """LEAF's surprisal: "processed" (the sampled distribution, after temperature and top-p: the
-    authors' choice) or "raw" (the model's logits)."""
-
-
-@dataclass
-class OptimSettings:
-    lr: float = 5e-6  # paper: lr 5e-6
-    warmup_frac: float = 0.05  # paper: cosine with 5% warmup
-    min_lr_ratio: float = 0.1  # paper: floor 0.1 x lr
-    beta1: float = 0.9  # paper: Adam betas (0.9, 0.95)
-    beta2: float = 0.95
-    weight_decay: float = 0.0  # paper: 0
-    grad_clip: float = 1.0  # paper: 1.0
-    minibatch: int = 6  # paper: minibatch 6 sequences
-    """Sequences per optimizer step (per process): one rollout step's N rows make
-    ceil(N / minibatch) optimizer steps per epoch (paper: 48 / 6 = 8), in a seeded order; the first
-    is on-policy and later ones slightly off-policy, where the PPO clip binds."""
-    epochs: int = 1  # paper: 1 pass over a rollout step's sequences
-    """Passes over one rollout step's sequences."""
-    micro_batch: int = 8
-    """Rows per forward pass inside a minibatch (memory only: gradients accumulate over them, so
-    the update is the same at any value)."""
-
-
-@dataclass
-class LossSettings:
-    clip_low: float = 0.2  # paper: eps 0.2
-    clip_high: float = 0.2
-    beta: float = 0.02  # paper: KL weight 0.02 (k3 estimator)
-    agg: str = "seq_mean_token_mean"  # paper: token mean per sequence, then mean over sequences
+FINETUNE = ("full", "lora")
+ALGOS = ("leaf", "grpo")
 
 
 @dataclass
 class TrainConfig:
-    """RL post-training (``leafrl train``). Defaults are the paper's; see the comments."""
+    """RL post-training with LoRA (``leafrl train``). Defaults are the paper's (the authors'
+    released configuration); the built-in recipes change a few for the built-in model."""
 
     algo: str = "leaf"
-    """"leaf" or "grpo" (same rollouts, same loss; only the advantages differ)."""
+    """"leaf" or "grpo": same rollouts, same loss; only the advantages differ."""
     leaf: LeafConfig = field(default_factory=LeafConfig)
-    grpo_std_floor: float = 1 / 3  # the authors' GRPO baseline
+    """LEAF's options (the paper's defaults)."""
+    grpo_std_floor: float = 1 / 3
+    """GRPO's advantage is (r - mean) / (max(std, this) + 1e-6) (the authors' baseline: 1/3)."""
     model: str | None = None
-    """A hub name or local HF directory (required by the trainer; ``leafrl train`` without
-    --model fills in the built-in base model, see ``leafrl.builtin``)."""
+    """A hub name, a local HF directory or builtin:NAME (required)."""
     data: str | None = None
-    """A manifest directory or save_to_disk dataset (required by the trainer; ``leafrl train``
-    without --data fills in the built-in task)."""
+    """A manifest directory (train/valid.jsonl), a save_to_disk dataset or builtin:NAME (required)."""
+    system: str | None = None
+    """An optional system prompt for every row."""
+    reward: str = "bleu"
+    """The training reward: bleu (paper), chrf, wer, exact, f1, or 'module:function' of your own.
+
+    bleu is cased sentence BLEU / 100 (sacrebleu)."""
     model_dtype: str = "auto"
-    """The dtype the model is loaded in: "auto" (bfloat16 on a GPU that supports it, else float32),
-    "bfloat16", "float16" or "float32". The LoRA weights and their optimizer stay float32 (peft),
+    """The dtype the model is loaded in: auto (bfloat16 on a GPU that has it, else float32), bfloat16, ...
+
+    "auto", "bfloat16", "float16" or "float32". The LoRA weights and their optimizer stay float32 (peft),
     accelerate's mixed precision matches on a GPU, and every log-prob the loss, KL and surprisal
     use is computed in float32 from the logits whatever this is."""
     gradient_checkpointing: bool = False
-    """Recompute each decoder layer's activations in the update's backward instead of storing them
-    (activation checkpointing): less memory, about a third more update time. The update then reads
+    """Recompute each decoder layer's activations in the backward: less memory, more update time.
+
+    Activation checkpointing costs about a third more update time. The update then reads
     each row's prompt and completion whole instead of sharing its prompt's cache, since a
     checkpointed layer does not keep a cache."""
     out: str = "runs/train"
+    """The run directory: config.yaml, metrics, checkpoints, held-out predictions, summary.json."""
     steps: int = 200
-    reward: str = "bleu"  # paper: cased sentence BLEU / 100
-    lora_settings: LoraSettings = field(default_factory=LoraSettings)
-    rollout: RolloutSettings = field(default_factory=RolloutSettings)
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    loss: LossSettings = field(default_factory=LossSettings)
-    eval_every: int = 50
-    eval_examples: int = 300
-    eval_sampled_passes: int = 5
-    """Held-out sampled decoding passes (T 0.9, top-p 0.9) whose BLEU is averaged, beside one
-    greedy pass (paper: 5 passes, seeds 42..46; here drawn together, one call seeded 42)."""
-    record_groups: int = 4
-    """Rollout groups (prompts with their K responses) saved at each evaluation into
-    OUT/rollouts/, for ``leafrl inspect``; 0 saves none."""
-    save_every: int = 50
+    """RL steps (rollout steps), each followed by the update's optimizer steps."""
     seed: int = 42
-    system: str | None = None
+    """Seeds the LoRA's initialization, the prompt order, the sampling and the minibatch order."""
+    save_every: int = 50
+    """Save a checkpoint every this many steps (and at the last); the newest two are kept."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """The RL LoRA (paper: r 64, alpha 128, dropout 0.05)."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling of the K responses per prompt."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW, its schedule, and the minibatches of the update."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The clipped policy loss and its KL penalty."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation before, during and after training."""
 
     def __post_init__(self) -> None:
-        if self.algo not in ("leaf", "grpo"):
-            raise ValueError(f"TrainConfig.algo must be 'leaf' or 'grpo', got {self.algo!r}")
-        if self.rollout.surprisal not in SURPRISAL_SOURCES:
-            raise ValueError(f"TrainConfig.rollout.surprisal must be one of {SURPRISAL_SOURCES}")
-        if self.loss.agg not in AGGREGATIONS:
-            raise ValueError(f"TrainConfig.loss.agg must be one of {AGGREGATIONS}, got {self.loss.agg!r}")
-        if self.model_dtype not in MODEL_DTYPES:
-            raise ValueError(f"TrainConfig.model_dtype must be one of {MODEL_DTYPES}, got {self.model_dtype!r}")
+        check_choice("TrainConfig.algo", self.algo, ALGOS)
+        check_choice("TrainConfig.rollout.surprisal", self.rollout.surprisal, SURPRISAL_SOURCES)
+        check_choice("TrainConfig.loss.agg", self.loss.agg, AGGREGATIONS)
+        check_choice("TrainConfig.model_dtype", self.model_dtype, MODEL_DTYPES)
         r, o, s = self.rollout, self.optim, self.loss
         require("TrainConfig", [
-            *[(name, getattr(self, name), getattr(self, name) >= 1, ">= 1")
-              for name in ("steps", "eval_every", "eval_examples", "save_every")],
-            *[(name, getattr(self, name), getattr(self, name) >= 0, ">= 0")
-              for name in ("eval_sampled_passes", "record_groups")],
+            *[(name, getattr(self, name), getattr(self, name) >= 1, ">= 1") for name in ("steps", "save_every")],
             ("grpo_std_floor", self.grpo_std_floor, self.grpo_std_floor >= 0, ">= 0"),
             ("rollout.rollout_budget", r.rollout_budget, r.rollout_budget >= 2,
              ">= 2 (the advantages compare a prompt's K responses: with one, every advantage is 0)"),
@@ -202,133 +312,66 @@ class TrainConfig:
               for name in ("prompts_per_step", "max_new_tokens")],
             ("rollout.temperature", r.temperature, r.temperature > 0, "> 0"),
             ("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]"),
+            ("rollout.saved_groups", r.saved_groups, r.saved_groups >= 0, ">= 0"),
             *[(f"optim.{name}", getattr(o, name), getattr(o, name) >= 1, ">= 1")
               for name in ("minibatch", "epochs", "micro_batch")],
-            *optimizer_checks(o, "optim."),
-            *[(f"optim.{name}", getattr(o, name), 0 <= getattr(o, name) < 1, "in [0, 1)")
-              for name in ("beta1", "beta2")],
+            *optimizer_checks(o),
             *[(f"loss.{name}", getattr(s, name), getattr(s, name) >= 0, ">= 0")
               for name in ("clip_low", "clip_high", "beta")],
-            *lora_checks(self.lora_settings),
+            *eval_checks(self.eval), *lora_checks(self.lora),
         ])
 
 
-def require(where: str, checks: list[tuple[str, Any, bool, str]]) -> None:
-    """Raise ValueError naming the first setting ``(name, value, ok, what it must be)`` not ok."""
+Check = tuple[str, Any, bool, str]
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def require(where: str, checks: list[Check]) -> None:
+    """Raise UserError naming the first setting ``(name, value, ok, what it must be)`` not ok."""
     for name, value, ok, need in checks:
         if not ok:
-            raise ValueError(f"{where}.{name} must be {need}, got {value!r}")
+            raise UserError(f"{where}.{name} must be {need}, got {value!r}")
 
 
-def optimizer_checks(settings: Any, prefix: str) -> list[tuple[str, Any, bool, str]]:
-    """The learning-rate schedule and clipping settings shared by SFTConfig and TrainConfig.optim."""
-    s = settings
-    return [(f"{prefix}lr", s.lr, s.lr > 0, "> 0"),
-            (f"{prefix}warmup_frac", s.warmup_frac, 0 <= s.warmup_frac < 1, "in [0, 1)"),
-            (f"{prefix}min_lr_ratio", s.min_lr_ratio, 0 <= s.min_lr_ratio <= 1, "in [0, 1]"),
-            (f"{prefix}weight_decay", s.weight_decay, s.weight_decay >= 0, ">= 0"),
-            (f"{prefix}grad_clip", s.grad_clip, s.grad_clip > 0, "> 0")]
+def optimizer_checks(o: AdamWConfig) -> list[Check]:
+    """The learning-rate schedule, Adam and clipping settings of ``optim``."""
+    return [("optim.lr", o.lr, o.lr > 0, "> 0"),
+            ("optim.warmup_frac", o.warmup_frac, 0 <= o.warmup_frac < 1, "in [0, 1)"),
+            ("optim.min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]"),
+            *[(f"optim.{name}", getattr(o, name), 0 <= getattr(o, name) < 1, "in [0, 1)")
+              for name in ("beta1", "beta2")],
+            ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
+            ("optim.grad_clip", o.grad_clip, o.grad_clip > 0, "> 0")]
 
 
-def lora_checks(lora: LoraSettings) -> list[tuple[str, Any, bool, str]]:
-    return [("lora_settings.rank", lora.rank, lora.rank >= 1, ">= 1"),
-            ("lora_settings.alpha", lora.alpha, lora.alpha > 0, "> 0"),
-            ("lora_settings.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)")]
+def eval_checks(e: EvalConfig) -> list[Check]:
+    return [*[(f"eval.{name}", getattr(e, name), getattr(e, name) >= 1, ">= 1")
+              for name in ("every", "examples", "batch_size")],
+            ("eval.sampled_passes", e.sampled_passes, e.sampled_passes >= 0, ">= 0"),
+            ("eval.temperature", e.temperature, e.temperature > 0, "> 0"),
+            ("eval.top_p", e.top_p, 0 < e.top_p <= 1, "in (0, 1]")]
 
 
-def resolve_paths(cfg: C) -> C:
-    """``cfg`` (a TrainConfig or SFTConfig) with ``out`` absolute, and ``model`` and ``data`` absolute
-    when they name local paths (a hub name stays as it is): the config saved in a run directory
-    then means the same from any working directory."""
-    def local(value: str | None) -> str | None:
-        path = None if value is None else Path(value).expanduser()
-        return str(path.resolve()) if path is not None and path.exists() else value
-
-    return dataclasses.replace(cfg, out=str(Path(cfg.out).expanduser().resolve()), model=local(cfg.model),
-                               data=local(cfg.data))
+def lora_checks(lora: LoraConfig) -> list[Check]:
+    return [("lora.rank", lora.rank, lora.rank >= 1, ">= 1"),
+            ("lora.alpha", lora.alpha, lora.alpha > 0, "> 0"),
+            ("lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)")]
 
 
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(cls: type[C], data: dict, where: str = "") -> C:
-    """Build dataclass ``cls`` from a nested dict; unknown keys raise naming them."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"{where or cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
-            value = from_dict(kind, value, f"{where or cls.__name__}.{key}")
-        kwargs[key] = _coerce(value, kind, f"{where or cls.__name__}.{key}")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, kind: Any, name: str) -> Any:
-    """Check ``value`` against a field type (ints are accepted for floats)."""
-    union = isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union
-    options = typing.get_args(kind) if union else (kind,)
-    for option in options:
-        if option is type(None) and value is None:
-            return None
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        is_bool_for_int = option is int and isinstance(value, bool)
-        if isinstance(option, type) and isinstance(value, option) and not is_bool_for_int:
-            return value
-    raise ValueError(f"{name}: expected {kind}, got {value!r}")
-
-
-def apply_overrides(cfg: C, overrides: list[str]) -> C:
-    """``["lr=1e-4", "lora_settings.rank=16"]`` -> a new config; values are parsed as YAML."""
-    data = to_dict(cfg)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected section.field=value")
-        node = data
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"--set {item!r}: {part!r} is not a section of {type(cfg).__name__}")
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"--set {item!r}: unknown setting {key!r}")
-        node[leaf] = yaml.safe_load(raw)
-    return from_dict(type(cfg), data)
-
-
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None, *,
-                presets: list[str] | None = None, **given: Any) -> C:
-    """Defaults, then ``presets`` (``--set``-style settings such as ``leafrl.builtin.BUILTIN_TRAIN``),
-    then a YAML file, then ``given`` keyword values (CLI options), then ``overrides`` (``--set``)."""
-    data = to_dict(apply_overrides(cls(), presets or []))
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings")
-        data = _merge(data, loaded)
-    data.update({k: v for k, v in given.items() if v is not None})
-    return apply_overrides(from_dict(cls, data), overrides or [])
-
-
-def _merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for key, value in new.items():
-        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if nested else value
-    return out
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically."""
-    write_text_atomic(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def resumed(run_dir: Path, overrides: list[str], given: list[str], steps: int | None) -> TrainConfig:
+    """The settings of the run in ``run_dir`` (its config.yaml) with ``overrides`` (``--set``) and
+    ``steps`` applied and ``out`` set to ``run_dir`` itself, so a copied or moved run directory
+    resumes in place. ``given``: the options that would name another run, refused."""
+    if given:
+        raise UserError(f"--resume {run_dir} continues the run as saved there: {', '.join(given)} cannot be given "
+                        "with it (change a setting with --set section.field=value)")
+    if any(item.partition("=")[0].strip() == "out" for item in overrides):
+        raise UserError(f"--set out=...: --resume {run_dir} writes into {run_dir} itself")
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"--resume {run_dir}: no run there (no config.yaml)")
+    return load_config(TrainConfig, path=saved, overrides=overrides, steps=steps, out=str(Path(run_dir).resolve()))

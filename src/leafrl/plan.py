@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from leafrl.errors import UserError
+
 GIB = 2**30
 OVERHEAD = 1 * GIB
 """The CUDA context, allocator slack and kernels' workspace, added to every GPU total."""
@@ -76,7 +78,7 @@ def dimensions(model_name: str, rank: int, alpha: int) -> Dimensions:
     config = model_config(model_name)
     architecture = (config.architectures or [None])[0]
     if architecture is None or not hasattr(transformers, architecture):
-        raise ValueError(f"model {model_name}: its config.json names no transformers architecture "
+        raise UserError(f"model {model_name}: its config.json names no transformers architecture "
                          f"({config.architectures!r}), so leafrl cannot build it to count its parameters")
     with torch.device("meta"):
         model = getattr(transformers, architecture)._from_config(config)
@@ -125,7 +127,7 @@ def plan(d: Dimensions, cfg: Any, dtype_bytes: int, prompt: int, micro_batch: in
     weights = d.parameters * dtype_bytes + d.trainable * 4
     optimizer = 12 * d.trainable
     rollout = rollout_bytes(d, dtype_bytes, r.prompts_per_step * r.rollout_budget, prompt, r.max_new_tokens)
-    update = saved_bytes(d, dtype_bytes, cfg.lora_settings.rank, m, r.rollout_budget, prompt, r.max_new_tokens,
+    update = saved_bytes(d, dtype_bytes, cfg.lora.rank, m, r.rollout_budget, prompt, r.max_new_tokens,
                          cfg.gradient_checkpointing) + 4 * m * r.max_new_tokens * d.vocab  # the logits' gradient
     return Plan(weights, optimizer, rollout, update, weights + optimizer + max(rollout, update), m)
 
@@ -135,3 +137,42 @@ def largest_micro_batch(d: Dimensions, cfg: Any, dtype_bytes: int, prompt: int, 
     top = min(cfg.optim.minibatch, cfg.rollout.prompts_per_step * cfg.rollout.rollout_budget)
     fits = [m for m in range(1, top + 1) if plan(d, cfg, dtype_bytes, prompt, m).peak + OVERHEAD <= budget]
     return max(fits) if fits else None
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """What ``leafrl plan`` shows: the model's dimensions, the plan at the config's settings, the
+    longest prompt it assumed and, for a GPU of ``gpu_memory`` GiB, the largest micro-batch that
+    fits without and with gradient checkpointing (None: not even 1)."""
+
+    model: str
+    dtype: str
+    dimensions: Dimensions
+    plan: Plan
+    prompt_tokens: int
+    gpu_memory: float | None
+    fits: dict[bool, int | None]
+    """{gradient_checkpointing: the largest micro_batch}, with a gpu_memory."""
+
+
+def plan_report(cfg: Any, prompt_tokens: int | None, gpu_memory: float | None) -> PlanReport:
+    """``leafrl plan`` on a TrainConfig ``cfg``: ``prompt_tokens`` is the longest prompt (None:
+    measured on the train split of ``cfg.data``, which loads the model's processor)."""
+    import dataclasses
+
+    from leafrl.models import resolve_dtype
+
+    dtype = resolve_dtype(cfg.model_dtype)
+    if prompt_tokens is None:
+        from leafrl.data import load_split
+        from leafrl.models import load_speech_lm
+        from leafrl.preflight import longest_prompt
+
+        prompt_tokens = longest_prompt(list(load_split(cfg.data, "train")), load_speech_lm(cfg.model)[1], cfg.system)
+    d = dimensions(cfg.model, cfg.lora.rank, cfg.lora.alpha)
+    fits = {} if gpu_memory is None else {
+        checkpointing: largest_micro_batch(d, dataclasses.replace(cfg, gradient_checkpointing=checkpointing),
+                                           dtype.itemsize, prompt_tokens, int(gpu_memory * GIB))
+        for checkpointing in (False, True)}
+    return PlanReport(cfg.model, str(dtype).removeprefix("torch."), d, plan(d, cfg, dtype.itemsize, prompt_tokens),
+                      prompt_tokens, gpu_memory, fits)

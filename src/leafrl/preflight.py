@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from leafrl.audio.io import AudioError, clip_seconds
-from leafrl.data import DataError
-from leafrl.models import SpeechLMAdapter
+from leafrl.data import DataError, split_source
+from leafrl.models import ModelFamily, context_length, load_speech_lm
 from leafrl.rollout.batch import modality_problem
 
 SHOWN = 10  # rows named in the error; the rest are counted
 
 
-def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int | None,
+def check_rows(examples: Sequence[Any], family: ModelFamily, context: int | None,
                new_tokens: int | Sequence[int], source: str, system: str | None = None) -> list[int]:
     """Raise one DataError naming every row of ``examples`` that the model cannot take: audio
     missing (or given to a text-only model), unreadable, too short for the audio encoder or longer
@@ -27,13 +27,13 @@ def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int |
     is the system prompt the rows are built with. Returns each row's prompt length in tokens."""
     new = [new_tokens] * len(examples) if isinstance(new_tokens, int) else list(new_tokens)
     problems, samples = [], []
-    shortest = None if adapter.sampling_rate is None else shortest_clip(adapter)
+    shortest = None if family.sampling_rate is None else shortest_clip(family)
     for ex in examples:
-        problem, n = _audio_problem(ex, adapter, shortest)
+        problem, n = _audio_problem(ex, family, shortest)
         samples.append(n)
         if problem is not None:
             problems.append(problem)
-    lengths = [] if problems else prompt_tokens(adapter, examples, samples, system)
+    lengths = [] if problems else prompt_tokens(family, examples, samples, system)
     if context is not None:
         for ex, length, extra in zip(examples, lengths, new):
             if length + extra > context:
@@ -47,17 +47,27 @@ def check_rows(examples: Sequence[Any], adapter: SpeechLMAdapter, context: int |
     return lengths
 
 
-def longest_prompt(examples: Sequence[Any], adapter: SpeechLMAdapter, system: str | None = None) -> int:
+def load_checked(model_name: str, dtype: Any, data: str, splits: dict[str, Sequence[Any]], new_tokens: int,
+                 system: str | None) -> tuple[Any, ModelFamily]:
+    """(model, family) of ``model_name`` in ``dtype``, after checking every row of ``splits``
+    ({split name of ``data``: rows}) against it (``check_rows``, ``new_tokens`` each)."""
+    model, family = load_speech_lm(model_name, dtype=dtype)
+    for split, rows in splits.items():
+        check_rows(rows, family, context_length(model), new_tokens, split_source(data, split), system)
+    return model, family
+
+
+def longest_prompt(examples: Sequence[Any], family: ModelFamily, system: str | None = None) -> int:
     """The most tokens a prompt of ``examples`` takes, audio tokens included (clips measured from
     their headers; rows the model cannot take raise as in ``check_rows``)."""
-    return max(check_rows(examples, adapter, None, 0, "the rows", system))
+    return max(check_rows(examples, family, None, 0, "the rows", system))
 
 
-def _audio_problem(ex: Any, adapter: SpeechLMAdapter, shortest: int | None) -> tuple[str | None, int]:
+def _audio_problem(ex: Any, family: ModelFamily, shortest: int | None) -> tuple[str | None, int]:
     """(what is wrong with the row's audio or None, its samples at the model's rate); ``shortest``:
     the fewest samples the family's encoder takes (``shortest_clip``)."""
-    rate = adapter.sampling_rate
-    if (problem := modality_problem(ex, adapter)) is not None:
+    rate = family.sampling_rate
+    if (problem := modality_problem(ex, family)) is not None:
         return problem, 0
     if rate is None:
         return None, 0
@@ -68,27 +78,27 @@ def _audio_problem(ex: Any, adapter: SpeechLMAdapter, shortest: int | None) -> t
     where = f"example {ex.id!r}" + (f" ({ex.audio})" if isinstance(ex.audio, str) else "")
     samples = round(seconds * rate)
     if samples < shortest:
-        return (f"{where}: {seconds:.4f} s of audio, shorter than the {shortest / rate:.4f} s the {adapter.family} "
+        return (f"{where}: {seconds:.4f} s of audio, shorter than the {shortest / rate:.4f} s the {family.name} "
                 "audio encoder needs to give one frame"), samples
-    if adapter.max_audio_seconds is not None and seconds > adapter.max_audio_seconds:
-        return (f"{where}: {seconds:.2f} s of audio, over the {adapter.max_audio_seconds:g} s feature window of "
-                f"{adapter.family}; cut it or drop the row"), samples
+    if family.max_audio_seconds is not None and seconds > family.max_audio_seconds:
+        return (f"{where}: {seconds:.2f} s of audio, over the {family.max_audio_seconds:g} s feature window of "
+                f"{family.name}; cut it or drop the row"), samples
     return None, samples
 
 
-def shortest_clip(adapter: SpeechLMAdapter) -> int:
-    """The fewest samples whose clip gives at least one audio token (``adapter.audio_tokens``)."""
-    window = adapter.sampling_rate * 60  # a clip of a minute gives tokens in any family
-    return bisect.bisect_left(range(window), 1, key=adapter.audio_tokens)
+def shortest_clip(family: ModelFamily) -> int:
+    """The fewest samples whose clip gives at least one audio token (``family.audio_tokens``)."""
+    window = family.sampling_rate * 60  # a clip of a minute gives tokens in any family
+    return bisect.bisect_left(range(window), 1, key=family.audio_tokens)
 
 
-def prompt_tokens(adapter: SpeechLMAdapter, examples: Sequence[Any], samples: Sequence[int],
+def prompt_tokens(family: ModelFamily, examples: Sequence[Any], samples: Sequence[int],
                   system: str | None = None) -> list[int]:
     """Each row's prompt length in tokens as the model reads it: the built prompt's text tokens,
     with the one audio placeholder expanded to the clip's ``audio_tokens(samples)``."""
-    prompts = [adapter.build_prompt(ex.prompt, system) for ex in examples]
-    plain = adapter.sampling_rate is None and adapter.tokenizer.chat_template is None
-    lengths = [len(ids) for ids in adapter.tokenizer(prompts, add_special_tokens=plain)["input_ids"]]
-    if adapter.sampling_rate is None:
+    prompts = [family.build_prompt(ex.prompt, system) for ex in examples]
+    plain = family.sampling_rate is None and family.tokenizer.chat_template is None
+    lengths = [len(ids) for ids in family.tokenizer(prompts, add_special_tokens=plain)["input_ids"]]
+    if family.sampling_rate is None:
         return lengths
-    return [length - 1 + adapter.audio_tokens(n) for length, n in zip(lengths, samples)]
+    return [length - 1 + family.audio_tokens(n) for length, n in zip(lengths, samples)]

@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from leafrl.errors import UserError
+
 BUILT_IN = ("bleu", "chrf", "wer", "exact", "f1")
 
 
@@ -71,13 +73,13 @@ def resolve_reward(name: str) -> Callable[[str, str], float]:
         return FUNCTIONS[name]
     module, sep, attr = name.partition(":")
     if not sep or not module or not attr:
-        raise ValueError(f"reward {name!r}: use one of {BUILT_IN} or 'module:function'")
+        raise UserError(f"reward {name!r}: use one of {BUILT_IN} or 'module:function'")
     try:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"reward {name!r}: cannot import {attr!r} from {module!r} ({err})") from err
+        raise UserError(f"reward {name!r}: cannot import {attr!r} from {module!r} ({err})") from err
     if not callable(fn):
-        raise ValueError(f"reward {name!r}: {attr} is not callable")
+        raise UserError(f"reward {name!r}: {attr} is not callable")
     return fn
 
 
@@ -91,10 +93,10 @@ def compute_rewards(reward: Callable[[str, str], float], predictions: Sequence[s
             value = reward(" ".join(prediction.split()), reference)
         except Exception as err:  # a user's function: any exception, named with its row
             name = f"{getattr(reward, '__module__', '?')}:{getattr(reward, '__qualname__', repr(reward))}"
-            raise ValueError(f"reward {name} raised {type(err).__name__} on example {row_id!r}: {err} "
+            raise UserError(f"reward {name} raised {type(err).__name__} on example {row_id!r}: {err} "
                              f"(prediction {prediction[:60]!r})") from err
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-            raise ValueError(f"example {row_id!r}: reward {value!r} is not a finite number "
+            raise UserError(f"example {row_id!r}: reward {value!r} is not a finite number "
                              f"(prediction {prediction[:60]!r})")
         out.append(float(value))
     return out

@@ -1,5 +1,5 @@
 """A run directory: what ``leafrl train`` and ``leafrl sft`` write there, and how a new run,
-``--resume`` and ``--overwrite`` treat what is already there (stdlib only).
+``--resume`` and ``--overwrite`` treat what is already there, and how a run stops (stdlib only).
 
     OUT/config.yaml          the resolved settings; local paths absolute, so it reads the same
                              from any working directory (``config.resolve_paths``)
@@ -20,9 +20,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from leafrl._files import write_text_atomic
+from leafrl.errors import UserError
 
 TRAIN_FILES = ("config.yaml", "metrics.jsonl", "tensorboard", "before.json", "after.json", "summary.json",
                "rollouts", "checkpoints")
@@ -41,14 +46,14 @@ def claim(out: Path, *, resume: bool, overwrite: bool, names: tuple[str, ...] = 
     mistake found on the way costs nothing. Raises ValueError naming the directory."""
     out = Path(out)
     if resume and overwrite:
-        raise ValueError("--resume and --overwrite: give one (--resume continues the run, --overwrite deletes it)")
+        raise UserError("--resume and --overwrite: give one (--resume continues the run, --overwrite deletes it)")
     present = run_files(out, names)
     if resume:
         if "config.yaml" not in present:
-            raise ValueError(f"--resume {out}: no run there (no config.yaml)")
+            raise UserError(f"--resume {out}: no run there (no config.yaml)")
         return []
     if present and not overwrite:
-        raise ValueError(f"{out} already holds a run ({', '.join(present)}): continue it with --resume {out}, or "
+        raise UserError(f"{out} already holds a run ({', '.join(present)}): continue it with --resume {out}, or "
                          "start again with --overwrite (which deletes those)")
     return present
 
@@ -87,3 +92,39 @@ def rewind(out: Path, step: int) -> None:
         for name in files:
             if name.startswith(".") and name.endswith(".tmp"):
                 (Path(root) / name).unlink(missing_ok=True)
+
+
+@contextmanager
+def stop_on_interrupt():
+    """The first Ctrl-C asks the loop to stop after the current step (it then saves a
+    checkpoint); a second one interrupts at once."""
+    state = {"stop": False}
+
+    def handler(signum, frame):
+        if state["stop"]:
+            raise KeyboardInterrupt
+        state["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def state_kept(out: Path, step: Callable[[], int], main: bool):
+    """On an error inside the training loop, tell how to go on from the run's checkpoints: a
+    ``UserError`` gets it at the end of its one line, any other error (a bug) as a warning on
+    stderr before its traceback. The error itself goes on up. ``step()``: the steps finished."""
+    try:
+        yield
+    except UserError as err:
+        err.args = (f"{err}; {out} keeps its checkpoints: once fixed, --resume {out} continues from the newest",)
+        raise
+    except Exception:
+        if main:
+            print(f"warning: training stopped by an error in step {step() + 1}: {out} keeps its checkpoints; "
+                  f"once the cause is fixed, `leafrl train --resume {out}` continues from the newest",
+                  file=sys.stderr)
+        raise

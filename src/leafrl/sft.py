@@ -8,7 +8,6 @@ recipe to make the built-in base model.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,15 +18,16 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from leafrl._files import write_text_atomic
 from leafrl.config import SFTConfig, resolve_paths, save_config
 from leafrl.data import load_split, split_source
+from leafrl.errors import UserError
 from leafrl.eval.evaluate import evaluate
-from leafrl.models import SpeechLMAdapter, attach_lora, completion_logprobs, context_length, load_speech_lm
+from leafrl.models import ModelFamily, attach_lora, completion_logprobs, context_length, load_speech_lm
 from leafrl.preflight import check_rows
 from leafrl.rollout.batch import EncodedRows, encode_examples, encode_targets
 from leafrl.rundir import SFT_FILES, claim, remove
 from leafrl.schedule import warmup_cosine
+from leafrl.summary import SFTSummary
 from leafrl.tracking import MetricsLogger, progress_bar
 
 
@@ -39,18 +39,18 @@ def task_texts(examples: list[Any]) -> list[str]:
 
 
 def setup_model(cfg: SFTConfig, train: list[Any]) -> tuple[Any, Any]:
-    """(model, adapter): the given checkpoint, or a fresh built-in tiny SALLM whose tokenizer is
+    """(model, family): the given checkpoint, or a fresh built-in tiny SALLM whose tokenizer is
     trained on the training rows' text."""
     if cfg.model is not None:
-        model, adapter = load_speech_lm(cfg.model)
+        model, family = load_speech_lm(cfg.model)
     else:
         from leafrl.models.tiny import new_tiny_sallm
 
-        model, adapter = new_tiny_sallm(task_texts(train), cfg.tiny, seed=cfg.seed)
-    if cfg.lora:
-        s = cfg.lora_settings
+        model, family = new_tiny_sallm(task_texts(train), cfg.tiny, seed=cfg.seed)
+    if cfg.finetune == "lora":
+        s = cfg.lora
         model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
-    return model, adapter
+    return model, family
 
 
 def batches(n: int, size: int, seed: int, lengths: Sequence[Any] | None = None, bucket: int = 1):
@@ -87,12 +87,12 @@ def row_lengths(examples: Sequence[Any]) -> list[tuple[float, int]]:
              len(ex.prompt) + len(ex.reference)) for ex in examples]
 
 
-def reference_nll(model: Any, adapter: SpeechLMAdapter, inputs: dict[str, torch.Tensor], examples: list[Any],
+def reference_nll(model: Any, family: ModelFamily, inputs: dict[str, torch.Tensor], examples: list[Any],
                   device: Any) -> torch.Tensor:
     """Mean token NLL of the examples' references given prompt ``inputs``."""
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    target, mask = encode_targets(adapter.tokenizer, [ex.reference for ex in examples], adapter.eos_token_ids[0])
-    logp = completion_logprobs(model, inputs, target.to(device), mask.to(device), adapter.keeps_logits)
+    target, mask = encode_targets(family.tokenizer, [ex.reference for ex in examples], family.eos_token_ids[0])
+    logp = completion_logprobs(model, inputs, target.to(device), mask.to(device), family.keeps_logits)
     return -logp.sum() / mask.sum()
 
 
@@ -102,7 +102,7 @@ def transcripts_of(examples: list[Any], setting: str) -> list[str]:
     for ex in examples:
         text = ex.meta.get("transcript")
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"example {ex.id!r}: {setting} > 0 needs a 'transcript' (the spoken text) in "
+            raise UserError(f"example {ex.id!r}: {setting} > 0 needs a 'transcript' (the spoken text) in "
                              f"every training row; add it or set {setting}=0")
         texts.append(text.strip())
     return texts
@@ -113,23 +113,23 @@ def transcript_ids(tokenizer: Any, transcripts: list[str]) -> list[list[int]]:
     return [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in transcripts]
 
 
-def alignment_loss(model: Any, adapter: SpeechLMAdapter, inputs: dict[str, torch.Tensor], targets: list[list[int]],
+def alignment_loss(model: Any, family: ModelFamily, inputs: dict[str, torch.Tensor], targets: list[list[int]],
                    device: Any = "cpu") -> torch.Tensor:
     """CTC loss of the transcripts on the projected audio frames, read through the model's own
     output layer with the pad token as blank. Runs the audio encoder and projector only.
 
     Shapes: frames [N, S, D] -> log-probs [S, N, V]; targets concatenated, lengths [N].
     """
-    if not hasattr(adapter, "audio_frames"):
-        raise ValueError(f"align_steps > 0: the {adapter.family} adapter cannot give its projected audio "
+    if not hasattr(family, "audio_frames"):
+        raise UserError(f"align_steps > 0: the {family.name} family cannot give its projected audio "
                          "frames; set align_steps=0")
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    frames, lengths = adapter.audio_frames(model, inputs)
+    frames, lengths = family.audio_frames(model, inputs)
     logp = model.get_output_embeddings()(frames).float().log_softmax(-1).transpose(0, 1)
     flat = torch.tensor([t for row in targets for t in row], device=device)
     return torch.nn.functional.ctc_loss(logp, flat, lengths.to(device),
                                         torch.tensor([len(row) for row in targets], device=device),
-                                        blank=adapter.pad_token_id, zero_infinity=True)
+                                        blank=family.pad_token_id, zero_infinity=True)
 
 
 def train_stage(label: str, key: str, steps: int, loss_of: Callable[[list[int]], torch.Tensor], seed: int, *,
@@ -145,11 +145,11 @@ def train_stage(label: str, key: str, steps: int, loss_of: Callable[[list[int]],
         task = bar.add_task(label, total=steps, info="")
         for step, idx in zip(range(steps), batches(n_rows, batch_size, seed, lengths, cfg.length_buckets)):
             for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, steps, cfg.lr, cfg.warmup_frac, cfg.min_lr_ratio)
+                group["lr"] = warmup_cosine(step, steps, cfg.optim.lr, cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
             loss = loss_of(idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             optimizer.step()
             row = {key: loss.item(), "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm.item(),
                    "seconds": time.time() - started}
@@ -160,25 +160,25 @@ def train_stage(label: str, key: str, steps: int, loss_of: Callable[[list[int]],
                        + (f"  valid BLEU {row['valid_bleu']:.1f}" if "valid_bleu" in row else ""))
 
 
-def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False, overwrite: bool = False) -> dict:
+def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False, overwrite: bool = False,
+            ) -> SFTSummary:
     """Train into ``cfg.out``, which must hold no run unless ``overwrite`` (see ``leafrl.rundir``)."""
     console = console or Console(quiet=quiet)
     started = time.time()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if cfg.data is None:
-        raise ValueError("SFTConfig.data is not set: give a data directory (`leafrl sft` without --data uses the "
-                         "built-in task)")
+        raise UserError("SFTConfig.data is not set: give --data (or a recipe that sets it: `leafrl recipes`)")
     cfg = resolve_paths(cfg)
-    out, data = Path(cfg.out), Path(cfg.data)
+    out, data = Path(cfg.out), cfg.data
     replaced = claim(out, resume=False, overwrite=overwrite, names=SFT_FILES)
     train = list(load_split(data, "train"))
-    valid = list(load_split(data, "valid"))[: cfg.eval_examples]
-    model, adapter = setup_model(cfg, train)
-    targets = [len(ids) + 1 for ids in adapter.tokenizer([ex.reference for ex in train],
+    valid = list(load_split(data, "valid"))[: cfg.eval.examples]
+    model, family = setup_model(cfg, train)
+    targets = [len(ids) + 1 for ids in family.tokenizer([ex.reference for ex in train],
                                                          add_special_tokens=False)["input_ids"]]
-    for split, rows, new in (("train", train, targets), ("valid", valid, cfg.max_new_tokens)):
-        check_rows(rows, adapter, context_length(model), new, split_source(data, split), cfg.system)
+    for split, rows, new in (("train", train, targets), ("valid", valid, cfg.eval.max_new_tokens)):
+        check_rows(rows, family, context_length(model), new, split_source(data, split), cfg.system)
     remove(out, replaced)  # --overwrite: only now that the new run is ready to start
     save_config(cfg, out / "config.yaml")
     from accelerate import Accelerator
@@ -190,46 +190,51 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
                   f"trainable parameters) on {len(train)} examples from {data}")
     logger = MetricsLogger(out)
 
-    def valid_bleu() -> float:
-        return evaluate(model, adapter, valid, max_new_tokens=cfg.max_new_tokens).greedy.bleu
+    def valid_bleu() -> dict[str, float]:
+        e = cfg.eval
+        result = evaluate(model, family, valid, max_new_tokens=e.max_new_tokens, sampled_passes=e.sampled_passes,
+                          temperature=e.temperature, top_p=e.top_p, seed=e.seed, batch_size=e.batch_size)
+        return {"valid_bleu": result.greedy.bleu, **({"valid_bleu_sampled": result.sampled_bleu}
+                                                    if result.sampled else {})}
 
-    bleu_before = valid_bleu()
-    logger.log(0, {"valid_bleu": bleu_before})
+    before = valid_bleu()
+    logger.log(0, before)
     model.train()
 
     def fresh_optimizer() -> torch.optim.Optimizer:
         # one per stage: Adam's moments of the CTC gradients, carried into SFT, slowed it down
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        o = cfg.optim
+        return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
     stage = partial(train_stage, n_rows=len(train), cfg=cfg, logger=logger, console=console, quiet=quiet,
                     started=started)
     # both stages visit every row several times: with cache_inputs, each is read and encoded once
-    inputs_of = EncodedRows(adapter, train, cfg.system) if cfg.cache_inputs else (
-        lambda idx: encode_examples(adapter, [train[i] for i in idx], cfg.system))
+    inputs_of = EncodedRows(family, train, cfg.system) if cfg.cache_inputs else (
+        lambda idx: encode_examples(family, [train[i] for i in idx], cfg.system))
     if cfg.align_steps:
-        targets = transcript_ids(adapter.tokenizer, transcripts_of(train, "align_steps"))
+        targets = transcript_ids(family.tokenizer, transcripts_of(train, "align_steps"))
         stage("align", "align_ctc", cfg.align_steps, lambda idx: alignment_loss(
-            model, adapter, inputs_of(idx), [targets[i] for i in idx], device), cfg.seed + 1,
+            model, family, inputs_of(idx), [targets[i] for i in idx], device), cfg.seed + 1,
               batch_size=cfg.align_batch_size, optimizer=fresh_optimizer())
 
     def periodic_bleu(step: int) -> dict:
-        return {"valid_bleu": valid_bleu()} if step % cfg.eval_every == 0 and step < cfg.steps else {}
+        return valid_bleu() if step % cfg.eval.every == 0 and step < cfg.steps else {}
 
-    stage("sft", "loss", cfg.steps, lambda idx: reference_nll(model, adapter, inputs_of(idx),
+    stage("sft", "loss", cfg.steps, lambda idx: reference_nll(model, family, inputs_of(idx),
                                                               [train[i] for i in idx], device),
-          cfg.seed, batch_size=cfg.batch_size, optimizer=fresh_optimizer(), evaluate_at=periodic_bleu,
+          cfg.seed, batch_size=cfg.optim.batch_size, optimizer=fresh_optimizer(), evaluate_at=periodic_bleu,
           lengths=row_lengths(train) if cfg.length_buckets > 1 else None)
-    bleu_after = valid_bleu()
-    logger.log(cfg.steps, {"valid_bleu": bleu_after})
+    after = valid_bleu()
+    logger.log(cfg.steps, after)
     logger.close()
-    if cfg.lora:
+    if cfg.finetune == "lora":
         model = model.merge_and_unload()
-    adapter.save(model, str(out / "model"))
-    summary = {"model": cfg.model or "built-in tiny SALLM", "data": str(data), "steps": cfg.steps,
-               "train_examples": len(train), "valid_examples": len(valid),
-               "valid_bleu_before": bleu_before, "valid_bleu_after": bleu_after,
-               "wall_seconds": time.time() - started, "model_dir": str(out / "model")}
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    console.print(f"held-out BLEU {bleu_before:.1f} -> {bleu_after:.1f} in {summary['wall_seconds']:.0f} s; "
-                  f"model saved to {out / 'model'}")
+    family.save(model, str(out / "model"))
+    summary = SFTSummary(model=cfg.model or "built-in tiny SALLM", data=str(data), steps=cfg.steps,
+                         train_examples=len(train), valid_examples=len(valid), valid_bleu_before=before["valid_bleu"],
+                         valid_bleu_after=after["valid_bleu"], wall_seconds=time.time() - started,
+                         model_dir=str(out / "model"))
+    summary.save(out / "summary.json")
+    console.print(f"held-out BLEU {summary.valid_bleu_before:.1f} -> {summary.valid_bleu_after:.1f} in "
+                  f"{summary.wall_seconds:.0f} s; model saved to {out / 'model'}")
     return summary

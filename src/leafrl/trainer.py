@@ -4,19 +4,17 @@
           -> log (-> evaluate, checkpoint)
 
 Notation used for tensor shapes:
-    N rows = prompts x K responses, T completion tokens.
+    N rows = G prompts x K responses, T completion tokens, P prompt tokens.
 
-The loop knows no model family (it talks to the adapter) and branches on the algorithm once,
-in ``advantages``. Everything random in step s is seeded from (seed, s), so a resumed run
+The loop names no model family (it talks to one through ``models.ModelFamily``) and branches on
+the algorithm once, in ``advantages``. Everything random in step s is seeded from (seed, s), so a resumed run
 repeats exactly what an uninterrupted one would have done.
 """
 
 from __future__ import annotations
 
-import json
-import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,34 +22,33 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from leafrl._files import write_text_atomic
 from leafrl.advantages import grpo_advantages, leaf_advantages
 from leafrl.checkpoint import restore, save_checkpoint
 from leafrl.config import TrainConfig, resolve_paths, save_config
-from leafrl.data import load_split, split_source
+from leafrl.data import load_split
+from leafrl.errors import UserError
 from leafrl.eval.evaluate import evaluate, score_predictions, significance
 from leafrl.losses import loss_normalizer, policy_loss
 from leafrl.models import (
     EMBEDDED_KEYS,
-    SpeechLMAdapter,
+    ModelFamily,
     attach_lora,
     checkpoint_activations,
     completion_logprobs,
-    context_length,
     embed_prompts,
-    load_speech_lm,
     resolve_dtype,
     slice_rows,
     to_model,
     trim_padding,
 )
-from leafrl.preflight import check_rows
+from leafrl.preflight import load_checked
 from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
-from leafrl.rollout.hf import Completions, generate_completions, reshaping_settings
-from leafrl.rollout.record import record_groups, save_rollouts
-from leafrl.rundir import claim, remove, rewind
+from leafrl.rollout.hf import generate_completions, reshaping_settings
+from leafrl.rollout.record import Rollout, group_infos, save_rollouts
+from leafrl.rundir import claim, remove, rewind, state_kept, stop_on_interrupt
 from leafrl.schedule import warmup_cosine
+from leafrl.summary import HeldOut, RunSummary
 from leafrl.tracking import MetricsLogger, mean_over_processes, progress_bar, warn
 
 
@@ -63,7 +60,7 @@ class Run:
     accelerator: Any
     model: Any  # as prepared by accelerate (DDP-wrapped on several processes): for training
     policy: Any  # the peft model itself (LoRA on the language model): generate, reference, save
-    adapter: SpeechLMAdapter
+    family: ModelFamily
     optimizer: torch.optim.Optimizer
     train: list[Any]
     valid: list[Any]
@@ -83,8 +80,8 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
 
     for name in ("model", "data"):
         if getattr(cfg, name) is None:
-            raise ValueError(f"TrainConfig.{name} is not set: give a {name} (`leafrl train` without one uses the "
-                             "built-in, see leafrl.builtin)")
+            raise UserError(f"TrainConfig.{name} is not set: give --{name} (or a recipe that sets it: "
+                            "`leafrl recipes`)")
     dtype = resolve_dtype(cfg.model_dtype)
     gpu = torch.accelerator.is_available()  # without one, cpu=True lets processes (torchrun) meet over gloo
     accelerator = Accelerator(cpu=not gpu, mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
@@ -93,20 +90,20 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
     if distributed in ("FSDP", "DEEPSPEED"):
         # checkpoints and evaluation read the whole LoRA on the main process, which sharded
         # parameters (or optimizer states) would turn into a hang; data parallel (DDP) is what is tested
-        raise ValueError(f"accelerate config: distributed_type {distributed} is refused: leafrl saves and evaluates "
-                         "the whole LoRA on the main process, and sharded runs have not been tested (no GPU machine "
-                         "yet); use data parallel (distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole "
-                         "model on every process (examples/accelerate/)")
+        raise UserError(f"accelerate config: distributed_type {distributed} is refused: leafrl saves and evaluates "
+                        "the whole LoRA on the main process, and no sharded run has been tested; use data parallel "
+                        "(distributed_type: MULTI_GPU, or MULTI_CPU), which keeps the whole model on every process "
+                        "(examples/accelerate/)")
     cfg = resolve_paths(cfg)
     out, main = Path(cfg.out), accelerator.is_main_process
     replaced = claim(out, resume=resume, overwrite=overwrite)
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     train = list(load_split(cfg.data, "train"))
-    valid = list(load_split(cfg.data, "valid"))[: cfg.eval_examples]
+    valid = list(load_split(cfg.data, "valid"))[: cfg.eval.examples]
     if len(valid) < accelerator.num_processes:
-        raise ValueError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
-                         "evaluates a share, so give at least one row per process (eval_examples, valid split)")
-    model, adapter = load_policy(cfg, dtype, {"train": train, "valid": valid}, main)
+        raise UserError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
+                        "evaluates a share, so give at least one row per process (eval.examples, valid split)")
+    model, family = load_policy(cfg, dtype, {"train": train, "valid": valid}, main)
     o = cfg.optim
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
                                   betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
@@ -122,26 +119,23 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
             rewind(out, start)
         save_config(cfg, out / "config.yaml")
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    return Run(cfg, accelerator, prepared, accelerator.unwrap_model(prepared), adapter, optimizer, train, valid,
+    return Run(cfg, accelerator, prepared, accelerator.unwrap_model(prepared), family, optimizer, train, valid,
                resolve_reward(cfg.reward), out, start)
 
 
 def load_policy(cfg: TrainConfig, dtype: torch.dtype, splits: dict[str, list], main: bool,
-                ) -> tuple[Any, SpeechLMAdapter]:
+                ) -> tuple[Any, ModelFamily]:
     """The model in ``dtype`` with its LoRA (seeded), checked against every row of ``splits``
     (``preflight``); checkpoint sampling settings that rollouts turn off are named."""
-    model, adapter = load_speech_lm(cfg.model, dtype=dtype)
-    for split, rows in splits.items():
-        check_rows(rows, adapter, context_length(model), cfg.rollout.max_new_tokens, split_source(cfg.data, split),
-                   cfg.system)
+    model, family = load_checked(cfg.model, dtype, cfg.data, splits, cfg.rollout.max_new_tokens, cfg.system)
     if (reshaping := reshaping_settings(model)) and main:
         warn(f"the generation_config of {cfg.model} sets {reshaping}: rollouts and evaluation sample without "
              "them, so the loss scores the distribution the responses were sampled from")
     if cfg.gradient_checkpointing:
         checkpoint_activations(model)
-    s = cfg.lora_settings
+    s = cfg.lora
     torch.manual_seed(cfg.seed)  # the LoRA initialization
-    return attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout), adapter
+    return attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout), family
 
 
 def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int = 0, world: int = 1) -> list[Any]:
@@ -158,31 +152,30 @@ def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int
 # ---------------------------------------------------------------------------- the phases
 
 
-def rollout(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Completions]:
+def rollout_of(run: Run, prompts: list[Any]) -> tuple[dict[str, torch.Tensor], Rollout]:
     """K responses per prompt from one batched generate call. Each prompt is embedded once (the
     audio encoder runs once per prompt, not per sample) and its tokens run once per pass (the K
     samples share its cache); the embedded prompts {"inputs_embeds" [G, P, D], "attention_mask"}
     serve the rollout, the reference and the update."""
     r = run.cfg.rollout
-    embedded = embed_prompts(run.policy, to_model(encode_examples(run.adapter, prompts, run.cfg.system), run.policy))
-    out = generate_completions(run.policy, run.adapter, embedded, num_samples=r.rollout_budget,
+    embedded = embed_prompts(run.policy, to_model(encode_examples(run.family, prompts, run.cfg.system), run.policy))
+    out = generate_completions(run.policy, run.family, embedded, num_samples=r.rollout_budget,
                                max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                surprisal=r.surprisal)
     return embedded, out
 
 
-def score(run: Run, prompts: list[Any], completions: Completions) -> torch.Tensor:
-    """Rewards [N] of the decoded responses against each prompt's reference."""
-    rewards = group_rewards(run.reward, run.adapter.decode(completions.ids), prompts, run.cfg.rollout.rollout_budget)
-    return torch.tensor(rewards, dtype=torch.float32, device=completions.ids.device)
+def score(run: Run, prompts: list[Any], rollout: Rollout) -> Rollout:
+    """The rollout with each response's reward [N] against its prompt's reference."""
+    return rollout.scored(group_rewards(run.reward, run.family.decode(rollout.ids), prompts,
+                                        run.cfg.rollout.rollout_budget))
 
 
-def advantages(cfg: TrainConfig, completions: Completions, rewards: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def advantages(cfg: TrainConfig, rollout: Rollout) -> tuple[torch.Tensor, dict]:
     """The algorithm's one branch: LEAF span advantages [N, T] or GRPO's [N]."""
-    group_ids = torch.arange(len(rewards), device=rewards.device) // cfg.rollout.rollout_budget
     if cfg.algo == "grpo":
-        return grpo_advantages(rewards, group_ids, cfg.grpo_std_floor), {}
-    adv, stats = leaf_advantages(completions.ids, completions.mask, completions.surprisal, rewards, group_ids,
+        return grpo_advantages(rollout.rewards, rollout.group_ids, cfg.grpo_std_floor), {}
+    adv, stats = leaf_advantages(rollout.ids, rollout.mask, rollout.surprisal, rollout.rewards, rollout.group_ids,
                                  cfg.leaf)
     return adv, stats.as_dict()
 
@@ -192,36 +185,35 @@ def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
     return list(rows.split(size))
 
 
-def micro_batch(prompts: dict, completions: Completions, rows: torch.Tensor, k: int,
+def micro_batch(prompts: dict, rollout: Rollout, rows: torch.Tensor,
                 ) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The prompts that ``rows`` (indices [n]) continue, each once and cut to the columns they use;
-    the prompt of each row; the rows' ids and mask, cut to the columns they use. Row i continues
-    prompt i // k."""
-    prompt_ids, of_row = torch.unique(rows // k, return_inverse=True)
+    the prompt of each row; the rows' ids and mask, cut to the columns they use."""
+    prompt_ids, of_row = torch.unique(rollout.group_ids[rows], return_inverse=True)
     mine = slice_rows(prompts, prompt_ids, EMBEDDED_KEYS)
-    mine, ids, mask = trim_padding(mine, completions.ids[rows], completions.mask[rows])
+    mine, ids, mask = trim_padding(mine, rollout.ids[rows], rollout.mask[rows])
     return mine, of_row, ids, mask
 
 
 @torch.no_grad()
-def logprobs_of(run: Run, inputs: dict, completions: Completions) -> torch.Tensor:
-    """Log-probs [N, T] of the sampled completions under ``run.policy`` as it is now (no grad),
+def logprobs_of(run: Run, inputs: dict, rollout: Rollout) -> torch.Tensor:
+    """Log-probs [N, T] of the sampled responses under ``run.policy`` as it is now (no grad),
     at the sampling temperature."""
-    out = torch.zeros(completions.ids.shape, device=completions.ids.device)
-    every = torch.arange(len(completions.ids), device=completions.ids.device)
+    out = torch.zeros(rollout.ids.shape, device=rollout.ids.device)
+    every = torch.arange(len(rollout.ids), device=rollout.ids.device)
     for rows in micro_batches(every, run.cfg.optim.micro_batch):
-        prompt, of_row, ids, mask = micro_batch(inputs, completions, rows, run.cfg.rollout.rollout_budget)
-        out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.adapter.keeps_logits,
+        prompt, of_row, ids, mask = micro_batch(inputs, rollout, rows)
+        out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.family.keeps_logits,
                                                         of_row, run.cfg.rollout.temperature)
     return out
 
 
-def reference_logprobs(run: Run, inputs: dict, completions: Completions) -> torch.Tensor | None:
+def reference_logprobs(run: Run, inputs: dict, rollout: Rollout) -> torch.Tensor | None:
     """Log-probs [N, T] under the frozen base policy: the same model, LoRA disabled."""
     if run.cfg.loss.beta == 0:
         return None
     with run.policy.disable_adapter():
-        return logprobs_of(run, inputs, completions)
+        return logprobs_of(run, inputs, rollout)
 
 
 def minibatch_order(n_rows: int, size: int, epochs: int, seed: int) -> list[torch.Tensor]:
@@ -233,13 +225,13 @@ def minibatch_order(n_rows: int, size: int, epochs: int, seed: int) -> list[torc
     return [part for _ in range(epochs) for part in torch.randperm(n_rows, generator=generator).split(size)]
 
 
-def minibatch_step(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor, ref: torch.Tensor | None,
+def minibatch_step(run: Run, inputs: dict, rollout: Rollout, adv: torch.Tensor, ref: torch.Tensor | None,
                    old: torch.Tensor | None, rows: torch.Tensor) -> dict:
     """Loss and gradient of one minibatch ``rows`` [n], accumulated over micro-batches (no
     optimizer step); its metrics, token-weighted over the micro-batches. ``old`` [N, T]: the old
     policy's log-probs, or None when the update is on-policy (the forward's own, detached)."""
-    cfg, k = run.cfg, run.cfg.rollout.rollout_budget
-    mask = completions.mask[rows]
+    cfg = run.cfg
+    mask = rollout.mask[rows]
     normalizer = loss_normalizer(mask, cfg.loss.agg, cfg.rollout.max_new_tokens)
     tokens = max(float(mask.sum()), 1.0)
     totals: dict[str, float] = {"ratio_min": float("inf"), "ratio_max": float("-inf")}
@@ -248,9 +240,9 @@ def minibatch_step(run: Run, inputs: dict, completions: Completions, adv: torch.
         # gradients are all-reduced across processes once, on the minibatch's last micro-batch
         sync = nullcontext() if i == len(parts) - 1 else run.accelerator.no_sync(run.model)
         with sync:
-            prompt, of_row, ids, part = micro_batch(inputs, completions, part_rows, k)
+            prompt, of_row, ids, part = micro_batch(inputs, rollout, part_rows)
             width = ids.shape[1]
-            logp = completion_logprobs(run.model, prompt, ids, part, run.adapter.keeps_logits, of_row,
+            logp = completion_logprobs(run.model, prompt, ids, part, run.family.keeps_logits, of_row,
                                        cfg.rollout.temperature)
             loss, metrics = policy_loss(
                 logp, logp.detach() if old is None else old[part_rows, :width],
@@ -268,16 +260,16 @@ def minibatch_step(run: Run, inputs: dict, completions: Completions, adv: torch.
     return totals
 
 
-def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
+def update(run: Run, inputs: dict, rollout: Rollout, adv: torch.Tensor,
            ref: torch.Tensor | None, step: int) -> dict:
     """The authors' schedule: ``optim.epochs`` passes over the step's N rows in minibatches of
     ``optim.minibatch``, one optimizer step each. With more than one, the old policy's log-probs
     come from one no-grad pass before the first; with one, the update is exactly on-policy and
-    its own detached log-probs serve. Metrics are means over the optimizer steps."""
+    its own detached log-probs serve. Metrics are means over the optimizer steps, but ratio_min
+    and ratio_max are the extremes over all of them."""
     cfg = run.cfg
-    order = minibatch_order(len(completions.ids), cfg.optim.minibatch, cfg.optim.epochs,
-                            cfg.seed * 1_000_003 + step)
-    old = None if len(order) == 1 else logprobs_of(run, inputs, completions)
+    order = minibatch_order(len(rollout.ids), cfg.optim.minibatch, cfg.optim.epochs, cfg.seed * 1_000_003 + step)
+    old = None if len(order) == 1 else logprobs_of(run, inputs, rollout)
     params = [p for p in run.model.parameters() if p.requires_grad]
     run.model.train()
     steps = []
@@ -285,19 +277,20 @@ def update(run: Run, inputs: dict, completions: Completions, adv: torch.Tensor,
         for group in run.optimizer.param_groups:  # the schedule counts optimizer steps
             group["lr"] = warmup_cosine(step * len(order) + j, cfg.steps * len(order), cfg.optim.lr,
                                         cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
-        metrics = minibatch_step(run, inputs, completions, adv, ref, old, rows.to(completions.ids.device))
+        metrics = minibatch_step(run, inputs, rollout, adv, ref, old, rows.to(rollout.ids.device))
         metrics["grad_norm"] = float(run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         steps.append(metrics)
     run.model.eval()
     return {**{key: sum(m[key] for m in steps) / len(steps) for key in steps[0]},
+            "ratio_min": min(m["ratio_min"] for m in steps), "ratio_max": max(m["ratio_max"] for m in steps),
             "lr": run.optimizer.param_groups[0]["lr"], "optimizer_steps": len(steps)}
 
 
 def train_step(run: Run, step: int, record: Path | None = None) -> dict:
     """rollout -> score -> advantages -> reference -> update, timed per phase; with ``record``,
-    the first ``record_groups`` rollout groups are saved there (for ``leafrl inspect``)."""
+    the first ``rollout.saved_groups`` rollout groups are saved there (for ``leafrl inspect``)."""
     acc = run.accelerator
     # sampling and dropout depend on (seed, step, process) only
     torch.manual_seed(run.cfg.seed * 1_000_003 + step * 1_009 + acc.process_index)
@@ -311,41 +304,39 @@ def train_step(run: Run, step: int, record: Path | None = None) -> dict:
         times[f"time/{name}"] = now - clock
         clock = now
 
-    inputs, completions = rollout(run, prompts)
+    inputs, rollout = rollout_of(run, prompts)
     tick("rollout")
-    rewards = score(run, prompts, completions)
+    rollout = score(run, prompts, rollout)
     tick("reward")
-    k = run.cfg.rollout.rollout_budget
     if record is not None:
-        save_rollouts(record, step + 1, run.cfg.algo, record_groups(
-            run.adapter, prompts, completions.ids, completions.mask, completions.surprisal, rewards, k,
-            run.cfg.record_groups))
-    adv, engine = advantages(run.cfg, completions, rewards)
+        saved = rollout.first_groups(run.cfg.rollout.saved_groups)
+        save_rollouts(record, step + 1, run.cfg.algo, group_infos(run.family, prompts, saved), saved)
+    adv, engine = advantages(run.cfg, rollout)
     tick("advantages")
-    ref = reference_logprobs(run, inputs, completions)
+    ref = reference_logprobs(run, inputs, rollout)
     tick("reference")
-    metrics = update(run, inputs, completions, adv, ref, step)
+    metrics = update(run, inputs, rollout, adv, ref, step)
     tick("update")
-    equal = (rewards.view(-1, k).amax(1) == rewards.view(-1, k).amin(1)).sum().item()
-    row = {"reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
-           "response_tokens": completions.mask.sum(1).float().mean().item(), "equal_reward_groups": equal,
-           **metrics, **engine, **times}
+    by_group = rollout.rewards.view(-1, run.cfg.rollout.rollout_budget)
+    row = {"reward_mean": rollout.rewards.mean().item(), "reward_std": rollout.rewards.std().item(),
+           "response_tokens": rollout.mask.sum(1).float().mean().item(),
+           "equal_reward_groups": (by_group.amax(1) == by_group.amin(1)).sum().item(), **metrics, **engine, **times}
     return mean_over_processes(acc, row)
 
 
 # ------------------------------------------------------------------------------ the loop
 
 
-def held_out(run: Run) -> tuple[dict, dict[str, list]]:
-    """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of
-    ``eval_sampled_passes`` sampled passes (T 0.9, top-p 0.9: the paper's); and the predictions
-    in row order, {"greedy": [texts], "sampled": [[texts] per pass]}. Every process decodes its
-    share of the held-out rows (rows rank, rank + processes, ...); they are gathered and scored whole."""
-    acc = run.accelerator
+def held_out(run: Run) -> HeldOut:
+    """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of ``eval.sampled_passes``
+    sampled passes, with the predictions in row order. Every process decodes its share of the
+    held-out rows (rows rank, rank + processes, ...); they are gathered and scored whole."""
+    acc, e = run.accelerator, run.cfg.eval
     rows = list(range(acc.process_index, len(run.valid), acc.num_processes))
-    result = evaluate(run.policy, run.adapter, [run.valid[i] for i in rows],
-                      max_new_tokens=run.cfg.rollout.max_new_tokens, sampled_passes=run.cfg.eval_sampled_passes,
-                      seed=42 + acc.process_index)
+    result = evaluate(run.policy, run.family, [run.valid[i] for i in rows],
+                      max_new_tokens=run.cfg.rollout.max_new_tokens, sampled_passes=e.sampled_passes,
+                      temperature=e.temperature, top_p=e.top_p, seed=e.seed + acc.process_index,
+                      batch_size=e.batch_size)
 
     def in_row_order(predictions: list[str]) -> list[str]:
         if acc.num_processes == 1:
@@ -357,45 +348,27 @@ def held_out(run: Run) -> tuple[dict, dict[str, list]]:
     references = [ex.reference for ex in run.valid]
     greedy = score_predictions(in_row_order(result.greedy.predictions), references)
     sampled = [score_predictions(in_row_order(r.predictions), references) for r in result.sampled]
-    row = {"valid_bleu": greedy.bleu}
-    if sampled:
-        passes = torch.tensor([r.bleu for r in sampled])
-        row["valid_bleu_sampled"] = float(passes.mean())
-        row["valid_bleu_sampled_std"] = float(passes.std()) if len(passes) > 1 else 0.0
-    return row, {"greedy": greedy.predictions, "sampled": [r.predictions for r in sampled]}
+    passes = torch.tensor([r.bleu for r in sampled])
+    return HeldOut(greedy.bleu, float(passes.mean()) if sampled else None,
+                   (float(passes.std()) if len(passes) > 1 else 0.0) if sampled else None,
+                   greedy.predictions, [r.predictions for r in sampled])
 
 
-def memory_hint(cfg: TrainConfig, step: int, out: Path) -> str:
+def memory_hint(cfg: TrainConfig, step: int) -> str:
     """What to change after running out of accelerator memory in ``step``."""
     r = cfg.rollout
     return (f"out of memory in step {step} ({r.prompts_per_step} prompts x {r.rollout_budget} responses, "
             f"micro_batch {cfg.optim.micro_batch}, max_new_tokens {r.max_new_tokens}). Lower, in this order: "
             f"--set optim.micro_batch=... (rows per forward pass; the update stays the same), "
             f"--set rollout.max_new_tokens=..., --set rollout.prompts_per_step=...; or run on more "
-            f"processes (accelerate launch). Checkpoints so far are in {out}; continue with --resume {out}.")
+            f"processes (accelerate launch)")
 
 
-@contextmanager
-def stop_on_interrupt():
-    """The first Ctrl-C asks the loop to stop after the current step (it then saves a
-    checkpoint); a second one interrupts at once."""
-    state = {"stop": False}
-
-    def handler(signum, frame):
-        if state["stop"]:
-            raise KeyboardInterrupt
-        state["stop"] = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield state
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+          ) -> RunSummary | None:
     """Run training into ``cfg.out``, or with ``resume`` continue the run there, or with
-    ``overwrite`` replace the run there (see ``leafrl.rundir``); returns the summary (main process)."""
+    ``overwrite`` replace the run there (see ``leafrl.rundir``). Returns the run's summary on the
+    main process of a finished run, None on other processes and when stopped by Ctrl-C."""
     started = time.time()
     run = setup(cfg, Console(quiet=quiet), resume, overwrite)
     cfg, main = run.cfg, run.accelerator.is_main_process
@@ -403,22 +376,23 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     run.model.eval()
     logger = MetricsLogger(run.out, append=resume, enabled=main, purge_step=run.start_step + 1 if resume else None)
     if run.start_step == 0:  # every process evaluates its share of the held-out rows
-        metrics, predictions = held_out(run)
+        before = held_out(run)
         if main:
-            write_text_atomic(run.out / "before.json", json.dumps({"metrics": metrics, "predictions": predictions}))
+            before.save(run.out / "before.json")
     step = run.start_step
-    with stop_on_interrupt() as interrupt, progress_bar(cfg.algo, console, quiet or not main) as bar:
+    with stop_on_interrupt() as interrupt, progress_bar(cfg.algo, console, quiet or not main) as bar, \
+            state_kept(run.out, lambda: step, main):
         task = bar.add_task(cfg.algo, total=cfg.steps, completed=step, info="")
         while step < cfg.steps and not interrupt["stop"]:
-            evaluating = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
+            evaluating = (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps
             record = run.out / "rollouts" / f"step-{step + 1:06d}.json"
             try:
-                row = train_step(run, step, record if evaluating and main and cfg.record_groups else None)
+                row = train_step(run, step, record if evaluating and main and cfg.rollout.saved_groups else None)
             except torch.OutOfMemoryError as err:
-                raise MemoryError(memory_hint(cfg, step, run.out)) from err
+                raise UserError(memory_hint(cfg, step)) from err
             step += 1
-            if step % cfg.eval_every == 0 and step < cfg.steps:
-                row.update(held_out(run)[0])
+            if step % cfg.eval.every == 0 and step < cfg.steps:
+                row.update(held_out(run).metrics())
             logger.log(step, row)
             if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
                 if main:
@@ -427,20 +401,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             info = f"reward {row['reward_mean']:.3f}  kl {row['kl']:.4f}  clip {row['clip_frac']:.3f}"
             bar.update(task, completed=step, info=info + (f"  fork-fire {row['fork_fire_rate']:.2f}"
                                                           if "fork_fire_rate" in row else ""))
+        after = held_out(run) if not interrupt["stop"] else None
     logger.close()
-    if interrupt["stop"]:
+    if after is None:
         console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
-        return {"algo": cfg.algo, "steps": step, "interrupted": True}
-    after, predictions = held_out(run)
+        return None
     if not main:
-        return {}
-    write_text_atomic(run.out / "after.json", json.dumps({"metrics": after, "predictions": predictions}))
-    before = json.loads((run.out / "before.json").read_text())
-    MetricsLogger(run.out, append=True, tensorboard=False).log(step, after)
-    summary = {"algo": cfg.algo, "steps": step, "processes": run.accelerator.num_processes,
-               "valid_examples": len(run.valid), "wall_seconds": time.time() - started,
-               **{f"{key}_before": value for key, value in before["metrics"].items()},
-               **{f"{key}_after": value for key, value in after.items()},
-               **significance(before["predictions"], predictions, [ex.reference for ex in run.valid])}
-    write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2))
+        return None
+    after.save(run.out / "after.json")
+    before = HeldOut.load(run.out / "before.json")
+    MetricsLogger(run.out, append=True, tensorboard=False).log(step, after.metrics())
+    p_greedy, p_sampled = significance(before, after, [ex.reference for ex in run.valid])
+    summary = RunSummary(
+        algo=cfg.algo, steps=step, processes=run.accelerator.num_processes, valid_examples=len(run.valid),
+        wall_seconds=time.time() - started, valid_bleu_before=before.bleu, valid_bleu_after=after.bleu,
+        valid_bleu_p_value=p_greedy, valid_bleu_sampled_before=before.bleu_sampled,
+        valid_bleu_sampled_after=after.bleu_sampled, valid_bleu_sampled_std_before=before.bleu_sampled_std,
+        valid_bleu_sampled_std_after=after.bleu_sampled_std, valid_bleu_sampled_p_value=p_sampled)
+    summary.save(run.out / "summary.json")
     return summary

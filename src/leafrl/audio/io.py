@@ -21,12 +21,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from leafrl.errors import UserError
+
 TOO_LONG = ("error", "trim")
 # suffix -> (libsndfile format, subtype) for write_audio
 WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """Audio that cannot be used; the message names the example id and/or the file."""
 
 

@@ -1,5 +1,5 @@
 """Data for leafrl: the Example row, readers for manifests and HF datasets, the paper's prompt
-templates, and converters for the public releases (:mod:`leafrl.data.recipes`).
+templates, and converters for the public releases (:mod:`leafrl.data.converters`).
 
 Every reader yields :class:`Example`; every failure is a :class:`DataError` naming the file and
 the row id (or line).

@@ -23,7 +23,9 @@ how often the model follows the task's before and after RL.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from leafrl.data import grammar
 
@@ -103,3 +105,14 @@ def convention_of(prediction: str, task: str, reference: str, transcript: str) -
             return "verbose"
         return "terse" if len(text.split()) <= 2 else "task"
     raise ValueError(f"task {task!r} is not a built-in task ({sorted(CONVENTIONS)})")
+
+
+def convention_shares(rows: Sequence[Any], predictions: Sequence[str]) -> dict[str, float] | None:
+    """{"TASK: CONVENTION": share of TASK's rows} of ``predictions`` to the built-in task's
+    ``rows`` (Examples), or None when the rows are not the built-in task's."""
+    if not all(ex.task in CONVENTIONS and "transcript" in ex.meta for ex in rows):
+        return None
+    kinds = [(ex.task, convention_of(text, ex.task, ex.reference, ex.meta["transcript"]))
+             for ex, text in zip(rows, predictions)]
+    per_task = Counter(task for task, _ in kinds)
+    return {f"{task}: {kind}": n / per_task[task] for (task, kind), n in Counter(kinds).items()}

@@ -55,6 +55,7 @@ import soundfile as sf
 from leafrl._files import write_text_atomic
 from leafrl.audio.io import resample, write_audio
 from leafrl.data import grammar
+from leafrl.errors import UserError
 
 FORMAT_VERSION = 4  # 4: sqa rows carry the bare "answer" (the built-in base corpus uses it)
 SPLITS = ("train", "valid", "test")
@@ -86,7 +87,7 @@ INSTALL_HINT = ("install it with `apt-get install espeak-ng` (Debian/Ubuntu) or 
                 "`brew install espeak-ng` (macOS)")
 
 
-class EspeakError(RuntimeError):
+class EspeakError(UserError):
     """espeak-ng is missing, lacks a voice, or failed on an utterance (the message says which)."""
 
 
@@ -247,7 +248,7 @@ def _existing_build(out_dir: Path, settings: dict) -> dict | None:
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not a leafrl demo summary ({err}); remove it or pick another "
+        raise UserError(f"{path} is not a leafrl demo summary ({err}); remove it or pick another "
                          "out_dir") from None
     complete = all((out_dir / f"{split}.jsonl").is_file() for split in SPLITS)
     return summary if complete and summary.get("settings") == settings else None
@@ -282,13 +283,13 @@ def _check_args(sizes: dict[str, int], sampling_rate: int, workers: int, seed: i
 
     for split, n in sizes.items():
         if not is_int(n) or n < 0:
-            raise ValueError(f"n_{split} must be an int >= 0, got {n!r}")
+            raise UserError(f"n_{split} must be an int >= 0, got {n!r}")
     if not is_int(sampling_rate) or sampling_rate <= 0:
-        raise ValueError(f"sampling_rate must be a positive int, got {sampling_rate!r}")
+        raise UserError(f"sampling_rate must be a positive int, got {sampling_rate!r}")
     if not is_int(workers) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        raise UserError(f"workers must be an int >= 1, got {workers!r}")
     if not is_int(seed):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+        raise UserError(f"seed must be an int, got {seed!r}")
 
 
 def build_demo(out_dir: Path, *, seed: int = 0, n_train: int = 5000, n_valid: int = 300, n_test: int = 300,

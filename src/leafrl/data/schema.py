@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from leafrl.errors import UserError
+
 REQUIRED_FIELDS = ("id", "prompt", "reference", "task")
 FIELDS = ("id", "audio", "prompt", "reference", "task")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data row or file is malformed; the message names the file and the row id or line."""
 
 

@@ -10,7 +10,7 @@ Two formats:
 
 ``load_split(data, split)`` picks the right reader for a data directory: ``train.jsonl`` /
 ``valid.jsonl`` / ``test.jsonl`` (the layout of the demo task and of the converters in
-:mod:`leafrl.data.recipes`) or a ``save_to_disk`` directory. A missing split is an error listing
+:mod:`leafrl.data.converters`) or a ``save_to_disk`` directory. A missing split is an error listing
 the splits that exist; it never falls back to another split.
 """
 
@@ -169,8 +169,9 @@ def manifest_path(data: str | Path, split: str) -> Path:
 
 def load_split(data: str | Path, split: str) -> Iterator[Example]:
     """Examples of ``split`` from a data directory: ``<split>.jsonl`` manifests or a
-    ``save_to_disk`` dataset. A missing split raises DataError naming the directory and the
-    splits it has."""
+    ``save_to_disk`` dataset, or a built-in task (``builtin:NAME``, synthesized on first use). A
+    missing split raises DataError naming the directory and the splits it has."""
+    data = locate(data)
     if is_saved_dataset(data):
         return read_hf_dataset(data, split)
     return read_manifest(manifest_path(data, split))
@@ -178,12 +179,14 @@ def load_split(data: str | Path, split: str) -> Iterator[Example]:
 
 def split_source(data: str | Path, split: str) -> str:
     """How errors name ``split`` of a data directory: its manifest file, or ``DATA[split]``."""
+    data = locate(data)
     return f"{data}[{split}]" if is_saved_dataset(data) else str(manifest_path(data, split))
 
 
 def count_rows(data: str | Path, split: str) -> int:
     """Rows in ``split`` without validating them: non-blank lines of the manifest, or the
     saved dataset's ``num_rows`` (read from its metadata)."""
+    data = locate(data)
     if is_saved_dataset(data):
         import datasets
 
@@ -193,3 +196,10 @@ def count_rows(data: str | Path, split: str) -> int:
         raise DataError(f"{data}: a single Dataset without splits (asked for {split!r})")
     with manifest_path(data, split).open("rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+def locate(data: str | Path) -> str | Path:
+    """The directory of ``data``: a built-in task's (``builtin:NAME``) or ``data`` itself."""
+    from leafrl.builtin import locate_data
+
+    return locate_data(data)

@@ -106,10 +106,10 @@ def credit_metrics(advantages: torch.Tensor, mask: torch.Tensor, right: torch.Te
     stats = per_group.cpu().numpy()  # [6, G]
 
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, g, size=(n_samples, g))  # [S, G] groups of each resample
+    draws = rng.integers(0, g, size=(n_samples, g))  # [R, G] groups of each of the R = n_samples resamples
     offsets = np.arange(n_samples)[:, None] * g
-    times = np.bincount((draws + offsets).ravel(), minlength=n_samples * g).reshape(n_samples, g)  # [S, G]
-    sums = times.astype(np.float64) @ stats.T  # [S, 6]
+    times = np.bincount((draws + offsets).ravel(), minlength=n_samples * g).reshape(n_samples, g)  # [R, G]
+    sums = times.astype(np.float64) @ stats.T  # [R, 6]
 
     out = {}
     for k, name in enumerate(METRICS):

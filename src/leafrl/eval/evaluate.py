@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
+from leafrl._files import write_text_atomic
 from leafrl.eval.metrics import corpus_bleu, paired_bootstrap
-from leafrl.models.base import SpeechLMAdapter, to_model
+from leafrl.models.base import ModelFamily, to_model
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
+from leafrl.summary import HeldOut
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,8 @@ class Evaluation:
         return sum(r.bleu for r in self.sampled) / len(self.sampled)
 
 
-def evaluate(model: Any, adapter: SpeechLMAdapter, examples: Sequence[Any], *, max_new_tokens: int,
-             batch_size: int = 32, sampled_passes: int = 0, temperature: float = 0.9,
-             top_p: float = 0.9, seed: int = 42, progress: Any = None) -> Evaluation:
+def evaluate(model: Any, family: ModelFamily, examples: Sequence[Any], *, max_new_tokens: int, sampled_passes: int,
+             temperature: float, top_p: float, seed: int, batch_size: int, progress: Any = None) -> Evaluation:
     """One greedy pass and ``sampled_passes`` sampled passes over ``examples``, each scored
     against the references.
 
@@ -52,15 +57,15 @@ def evaluate(model: Any, adapter: SpeechLMAdapter, examples: Sequence[Any], *, m
     sampled: list[list[str]] = [[] for _ in range(sampled_passes)]
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        inputs = to_model(encode_examples(adapter, chunk), model)
-        out = generate_completions(model, adapter, inputs, do_sample=False, max_new_tokens=max_new_tokens,
+        inputs = to_model(encode_examples(family, chunk), model)
+        out = generate_completions(model, family, inputs, do_sample=False, max_new_tokens=max_new_tokens,
                                    surprisal=None)
-        greedy += [p.strip() for p in adapter.decode(out.ids)]
+        greedy += [p.strip() for p in family.decode(out.ids)]
         if sampled_passes:
-            out = generate_completions(model, adapter, inputs, num_samples=sampled_passes, do_sample=True,
+            out = generate_completions(model, family, inputs, num_samples=sampled_passes, do_sample=True,
                                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                        surprisal=None)
-            texts = [p.strip() for p in adapter.decode(out.ids)]
+            texts = [p.strip() for p in family.decode(out.ids)]
             for j in range(sampled_passes):  # row i * passes + j is sample j of prompt i
                 sampled[j] += texts[j::sampled_passes]
         if progress is not None:
@@ -107,11 +112,57 @@ def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore
     return out
 
 
-def significance(before: dict[str, list], after: dict[str, list], references: list[str]) -> dict:
+def significance(before: HeldOut, after: HeldOut, references: list[str]) -> tuple[float, float | None]:
     """Paired bootstrap p-values (rows resampled, 1000 times) of the greedy change and of the
-    change of the sampled passes' mean: is it more than the choice of held-out rows explains?"""
-    out = {"valid_bleu_p_value": paired_bootstrap([before["greedy"]], [after["greedy"]], references)["p_value"]}
-    if before["sampled"] and after["sampled"]:
-        out["valid_bleu_sampled_p_value"] = paired_bootstrap(before["sampled"], after["sampled"],
-                                                             references)["p_value"]
-    return out
+    change of the sampled passes' mean (None without sampled passes): is it more than the choice
+    of held-out rows explains?"""
+    greedy = paired_bootstrap([before.greedy], [after.greedy], references)["p_value"]
+    if not (before.sampled and after.sampled):
+        return greedy, None
+    return greedy, paired_bootstrap(before.sampled, after.sampled, references)["p_value"]
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """metrics.json of ``leafrl eval``: what was scored, and ``metrics_report``'s metrics per part
+    ("all" and each task)."""
+
+    model: str
+    adapter: str | None
+    data: str
+    split: str
+    rows: int
+    sampled_passes: int
+    meteor: str
+    """How METEOR matched words (exact+stem, plus WordNet synonyms where the corpus is installed)."""
+    bertscore: str
+    metrics: dict[str, dict]
+
+
+def evaluate_split(cfg: Any, adapter: Path | None, split: str, limit: int | None, bertscore_model: str | None,
+                   out: Path, console: Console, quiet: bool) -> EvalReport:
+    """``leafrl eval``: decode the first ``limit`` rows of ``split`` with ``cfg.model`` (+ the LoRA
+    ``adapter``), greedy and ``eval.sampled_passes`` sampled passes, score every metric and write
+    metrics.json and predictions.jsonl (id, task, reference, greedy, sampled) to ``out``."""
+    from leafrl.eval.analysis import examples_of, load_policy
+    from leafrl.eval.metrics import meteor_matching
+    from leafrl.tracking import progress_bar
+
+    e = cfg.eval
+    examples = examples_of(cfg, split, limit)
+    model, family = load_policy(cfg, adapter, examples, split)
+    with progress_bar("eval", console, quiet) as bar:
+        task = bar.add_task("eval", total=len(examples), info=f"greedy + {e.sampled_passes} sampled")
+        result = evaluate(model, family, examples, max_new_tokens=cfg.rollout.max_new_tokens,
+                          sampled_passes=e.sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed,
+                          batch_size=e.batch_size, progress=lambda n: bar.update(task, completed=n))
+    report = EvalReport(cfg.model, None if adapter is None else str(adapter), cfg.data, split, len(examples),
+                        e.sampled_passes, meteor_matching(),
+                        bertscore_model or "skipped: no --bertscore-model (leafrl never downloads one)",
+                        metrics_report(examples, result, bertscore_model=bertscore_model))
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "metrics.json", json.dumps(dataclasses.asdict(report), indent=2))
+    rows = [{"id": ex.id, "task": ex.task, "reference": ex.reference, "greedy": result.greedy.predictions[i],
+             "sampled": [r.predictions[i] for r in result.sampled]} for i, ex in enumerate(examples)]
+    write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return report

@@ -8,6 +8,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from leafrl.errors import UserError
+
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[str], *, lowercase: bool = True) -> float:
     """sacrebleu corpus BLEU (0-100), one reference per prediction. The paper evaluates
@@ -100,12 +102,12 @@ def _bertscore_f1(predictions: list[str], references: list[str], model_dir: str)
     """Mean BERTScore F1 (0-100) with the local encoder ``model_dir``: its last layer, no idf weighting,
     no baseline rescaling."""
     if not Path(model_dir).is_dir():
-        raise ValueError(f"bertscore_model {model_dir!r}: not a local directory (leafrl never downloads models); "
+        raise UserError(f"bertscore_model {model_dir!r}: not a local directory (leafrl never downloads models); "
                          "give the directory of a Hugging Face encoder model saved with save_pretrained")
     try:
         import bert_score
     except ImportError as e:
-        raise ValueError("bertscore_model needs the bert-score package: pip install 'leafrl[bertscore]'") from e
+        raise UserError("bertscore_model needs the bert-score package: pip install 'leafrl[bertscore]'") from e
     import torch
     from transformers import AutoConfig
 

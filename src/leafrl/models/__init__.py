@@ -1,8 +1,8 @@
-"""Model families behind one adapter protocol (see ``base.SpeechLMAdapter``).
+"""Model families behind one protocol (see ``base.ModelFamily``).
 
 ``load_speech_lm(name_or_path)`` reads the checkpoint's ``config.model_type`` and picks the
 family: Qwen2-Audio, Granite Speech, or any causal LM (text-only). ``attach_lora`` adds the RL
-LoRA with peft; the reference policy is the same model with that adapter disabled.
+LoRA with peft; the reference policy is the same model with that LoRA disabled.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from leafrl.errors import UserError
 from leafrl.models.base import (
     EMBEDDED_KEYS,
-    SpeechLMAdapter,
+    ModelFamily,
     collate_rows,
     completion_logprobs,
     embed_prompts,
@@ -28,13 +29,13 @@ from leafrl.models.base import (
     to_model,
     trim_padding,
 )
-from leafrl.models.granite_speech import GraniteSpeechAdapter
-from leafrl.models.qwen2_audio import Qwen2AudioAdapter
-from leafrl.models.text_lm import TextLMAdapter
+from leafrl.models.granite_speech import GraniteSpeechFamily
+from leafrl.models.qwen2_audio import Qwen2AudioFamily
+from leafrl.models.text_lm import TextLMFamily
 
-ADAPTERS: dict[str, type] = {
-    "qwen2_audio": Qwen2AudioAdapter,
-    "granite_speech": GraniteSpeechAdapter,
+FAMILIES: dict[str, type] = {
+    "qwen2_audio": Qwen2AudioFamily,
+    "granite_speech": GraniteSpeechFamily,
 }
 # The LoRA targets of the paper (q/k/v/o/gate/up/down), in the language model only: audio
 # encoders have projections of the same names that RL does not train.
@@ -42,54 +43,63 @@ LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 
 
 def family_of(model_type: str) -> type:
-    """The adapter class for a ``config.model_type``; text-only for any causal LM."""
-    if model_type in ADAPTERS:
-        return ADAPTERS[model_type]
+    """The family class for a ``config.model_type``; text-only for any causal LM."""
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return TextLMAdapter
-    raise ValueError(f"model_type {model_type!r} is not supported: leafrl knows "
-                     f"{', '.join(sorted(ADAPTERS))} and any text-only causal LM "
+        return TextLMFamily
+    raise UserError(f"model_type {model_type!r} is not supported: leafrl knows "
+                     f"{', '.join(sorted(FAMILIES))} and any text-only causal LM "
                      "(AutoModelForCausalLM, e.g. llama, qwen2, granite)")
 
 
-def load_speech_lm(name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, SpeechLMAdapter]:
-    """(model, adapter) for a hub name or a local directory in the standard HF layout. A path that
-    is no model, a config.json that is not JSON and weights that do not load raise one ValueError
-    naming the path and the cause."""
+def load_speech_lm(name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, ModelFamily]:
+    """(model, family) for a hub name, a local directory in the standard HF layout or a built-in
+    base model (``builtin:NAME``). A path that is no model, a config.json that is not JSON and
+    weights that do not load raise one UserError naming the path and the cause."""
     from safetensors import SafetensorError
 
+    name_or_path = locate(name_or_path)
     config = model_config(name_or_path)
     try:
         return family_of(config.model_type).load(name_or_path, dtype=dtype)
     except (OSError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
-        raise ValueError(f"model {name_or_path}: cannot load it ({type(err).__name__}: {_first_line(err)})") from err
+        raise UserError(f"model {name_or_path}: cannot load it ({type(err).__name__}: {_first_line(err)})") from err
 
 
 def model_config(name_or_path: str) -> Any:
     """The transformers config of a local model directory (checked first, so a mistake names the
-    path) or of a hub name."""
+    path), a hub name or a built-in base model (``builtin:NAME``)."""
     from transformers import AutoConfig
 
+    name_or_path = locate(name_or_path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         file = path / "config.json"
         if not file.is_file():
-            raise ValueError(f"model {path}: no config.json there (not a model saved in the Hugging Face layout)")
+            raise UserError(f"model {path}: no config.json there (not a model saved in the Hugging Face layout)")
         try:
             json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"model {file}: not valid JSON ({err})") from err
+            raise UserError(f"model {file}: not valid JSON ({err})") from err
     elif path.exists():
-        raise ValueError(f"model {path}: a file, not a model directory")
+        raise UserError(f"model {path}: a file, not a model directory")
     elif not HUB_NAME.fullmatch(str(name_or_path)):
-        raise ValueError(f"model directory not found: {name_or_path}")
+        raise UserError(f"model directory not found: {name_or_path}")
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError, KeyError) as err:
         where = "" if path.is_dir() else " (no such directory here, so it was looked up on the Hugging Face hub)"
-        raise ValueError(f"model {name_or_path}{where}: {_first_line(err)}") from err
+        raise UserError(f"model {name_or_path}{where}: {_first_line(err)}") from err
+
+
+def locate(name_or_path: str) -> str:
+    """The directory of a built-in base model (``builtin:NAME``), or ``name_or_path`` itself."""
+    from leafrl.builtin import locate_model
+
+    return locate_model(name_or_path)
 
 
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -107,7 +117,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     """A ``model_dtype`` setting as a torch dtype: "auto" is bfloat16 on a GPU that supports it,
     else float32 (CPUs, and GPUs without bfloat16, where float16 would need loss scaling)."""
     if name not in MODEL_DTYPES:
-        raise ValueError(f"model_dtype must be one of {MODEL_DTYPES}, got {name!r}")
+        raise UserError(f"model_dtype must be one of {MODEL_DTYPES}, got {name!r}")
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
@@ -148,11 +158,11 @@ def attach_lora(model: Any, *, rank: int, alpha: int, dropout: float,
 
 
 __all__ = [
-    "ADAPTERS",
+    "FAMILIES",
     "EMBEDDED_KEYS",
     "LORA_PROJECTIONS",
     "MODEL_DTYPES",
-    "SpeechLMAdapter",
+    "ModelFamily",
     "attach_lora",
     "checkpoint_activations",
     "collate_rows",

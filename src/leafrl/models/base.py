@@ -3,7 +3,7 @@
 Notation used for tensor shapes:
     N rows, P prompt tokens (left-padded), T completion tokens (right-padded), V vocab.
 
-A family (Qwen2-Audio, Granite Speech, text-only causal LMs) differs only in a small adapter
+A family (Qwen2-Audio, Granite Speech, text-only causal LMs) differs only in a small class
 that turns prompts and audio into model inputs. Everything else here, from repeating rows K
 times to the log-probabilities of given completions, is written once for all of them.
 """
@@ -17,13 +17,16 @@ import numpy as np
 import torch
 
 from leafrl.audio.io import AudioError
+from leafrl.errors import UserError
 
 
 @runtime_checkable
-class SpeechLMAdapter(Protocol):
-    """One model family. Built by its ``load`` classmethod together with the model.
+class ModelFamily(Protocol):
+    """One model family: the small piece of glue between leafrl and a family of checkpoints
+    (Qwen2-Audio, Granite Speech, text-only causal LMs). Built by its ``load`` classmethod
+    together with the model. (The LoRA that RL trains is the "adapter" of ``--adapter``.)
 
-    family: the name users and logs see ("qwen2_audio", "granite_speech", "text").
+    name: the name users and logs see ("qwen2_audio", "granite_speech", "text").
     tokenizer: the text tokenizer (for targets and decoding).
     sampling_rate: the rate audio must have (None for text-only models).
     max_audio_seconds: the longest audio one prompt can carry (None: no audio or no limit).
@@ -47,7 +50,7 @@ class SpeechLMAdapter(Protocol):
     before it is merged with the text.
     """
 
-    family: str
+    name: str
     tokenizer: Any
     sampling_rate: int | None
     max_audio_seconds: float | None
@@ -59,8 +62,8 @@ class SpeechLMAdapter(Protocol):
     rows_encode_alone: bool
 
     @classmethod
-    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, SpeechLMAdapter]:
-        """Load (model, adapter) from a hub name or a local directory in the HF layout."""
+    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, ModelFamily]:
+        """Load (model, family) from a hub name or a local directory in the HF layout."""
         ...
 
     def build_prompt(self, text: str, system: str | None = None) -> str:
@@ -103,7 +106,7 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     """Left padding (prompts end where generation starts); a pad token is required."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
-        raise ValueError("tokenizer: a pad token is required (set tokenizer.pad_token before loading)")
+        raise UserError("tokenizer: a pad token is required (set tokenizer.pad_token before loading)")
     return tokenizer
 
 
@@ -114,7 +117,7 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     if ids is None:
         ids = tokenizer.eos_token_id
     if ids is None:
-        raise ValueError("model.generation_config.eos_token_id and tokenizer.eos_token_id are both "
+        raise UserError("model.generation_config.eos_token_id and tokenizer.eos_token_id are both "
                          "unset: leafrl cannot tell where a response ends")
     return sorted({ids} if isinstance(ids, int) else set(ids))
 
@@ -158,8 +161,8 @@ SEQUENCE_KEYS = ("input_ids", "inputs_embeds", "attention_mask")
 
 
 def split_rows(inputs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    """Each row of an adapter's left-padded batch on its own, its prompt padding removed
-    (values [1, ...]); ``collate_rows`` batches them again. Only for adapters whose
+    """Each row of a family's left-padded batch on its own, its prompt padding removed
+    (values [1, ...]); ``collate_rows`` batches them again. Only for families whose
     ``rows_encode_alone``."""
     lengths = inputs["attention_mask"].sum(1).tolist()
     return [{k: v[i:i + 1, v.shape[1] - n:] if k in SEQUENCE_KEYS else v[i:i + 1] for k, v in inputs.items()}
@@ -167,7 +170,7 @@ def split_rows(inputs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]
 
 
 def collate_rows(rows: Sequence[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """One batch from rows on their own (``split_rows``), as the adapter's ``encode`` would make it
+    """One batch from rows on their own (``split_rows``), as the family's ``encode`` would make it
     from the same rows at once: ``input_ids`` left-padded with ``pad_token_id`` and
     ``attention_mask`` with 0; the other (audio) keys stacked."""
     width = max(row["attention_mask"].shape[1] for row in rows)
@@ -242,7 +245,7 @@ def prefill_prompts(model: Any, prompts: dict[str, torch.Tensor], prompt_of_row:
     """The key/value cache of every prompt but its last token, computed once per prompt and
     repeated for the rows that continue it.
 
-    Shapes: prompts [G, P, ...] (an adapter's ``encode`` or ``embed_prompts``; audio keys are
+    Shapes: prompts [G, P, ...] (a family's ``encode`` or ``embed_prompts``; audio keys are
     read here and nowhere after), prompt_of_row [N] long in [0, G). Returns the model's cache
     of N rows and P - 1 positions, or None for one-token prompts (nothing to cache).
     K samples of a prompt share its prompt, so the prompt's tokens run once instead of K times.
@@ -268,7 +271,7 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
                         prompt_of_row: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Log-probabilities of given completions under ``model`` -> [N, T] float32 (0 on padding).
 
-    Shapes: inputs: G left-padded prompts, as an adapter's ``encode`` makes them
+    Shapes: inputs: G left-padded prompts, as a family's ``encode`` makes them
     (["input_ids"] / ["attention_mask"] [G, P] plus the family's audio keys) or as
     ``embed_prompts`` does (["inputs_embeds"] [G, P, D], ["attention_mask"]);
     completion_ids [N, T] int, completion_mask [N, T] bool; prompt_of_row [N] long in [0, G):

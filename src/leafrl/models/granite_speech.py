@@ -8,10 +8,10 @@ the settings in the checkpoint's ``preprocessor_config.json``.
 
 The modality LoRA: Granite checkpoints ship a LoRA that transformers loads with the model and
 switches on whenever audio is present. Every prompt leafrl trains on carries audio, so the
-adapter merges that LoRA into the base weights once at load time. The RL LoRA that
-``attach_lora`` adds then sits on top of it, and the reference policy (RL adapter disabled)
-is exactly the released model on audio prompts. A saved RL adapter therefore applies to the
-released checkpoint loaded through this adapter, which merges the modality LoRA the same way.
+family's loader merges that LoRA into the base weights once at load time. The RL LoRA that
+``attach_lora`` adds then sits on top of it, and the reference policy (RL LoRA disabled)
+is exactly the released model on audio prompts. A saved RL LoRA therefore applies to the
+released checkpoint loaded through this family, which merges the modality LoRA the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from leafrl.audio.features import num_audio_features, stacked_log_mel
+from leafrl.errors import UserError
 from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer, takes_logits_to_keep
 
 # GraniteSpeechFeatureExtractor's own defaults, used where a config omits a setting
@@ -32,12 +33,12 @@ EXTRACTOR_DEFAULTS = {"sampling_rate": 16000, "n_fft": 512, "win_length": 400, "
 
 
 @dataclass
-class GraniteSpeechAdapter:
+class GraniteSpeechFamily:
     tokenizer: Any
     eos_token_ids: list[int]
     extractor: dict[str, int]  # EXTRACTOR_DEFAULTS' keys, read from preprocessor_config.json
     audio_token: str = "<|audio|>"
-    family: str = "granite_speech"
+    name: str = "granite_speech"
     rows_encode_alone: bool = False  # log-mel features padded to the batch's longest clip
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "input_features_mask")
     keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
@@ -47,7 +48,7 @@ class GraniteSpeechAdapter:
     suppress_token_ids: list[int] = field(init=False)
 
     @classmethod
-    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, GraniteSpeechAdapter]:
+    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, GraniteSpeechFamily]:
         from transformers import AutoTokenizer, GraniteSpeechForConditionalGeneration
 
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -60,7 +61,7 @@ class GraniteSpeechAdapter:
         self.pad_token_id = prepare_tokenizer(self.tokenizer).pad_token_id
         self.sampling_rate = self.extractor["sampling_rate"]
         if self.audio_token not in self.tokenizer.get_vocab():
-            raise ValueError(f"tokenizer: no {self.audio_token!r} token; is this a Granite Speech tokenizer?")
+            raise UserError(f"tokenizer: no {self.audio_token!r} token; is this a Granite Speech tokenizer?")
         self.suppress_token_ids = [self.tokenizer.convert_tokens_to_ids(self.audio_token)]
 
     def build_prompt(self, text: str, system: str | None = None) -> str:
@@ -70,10 +71,10 @@ class GraniteSpeechAdapter:
 
     def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
                ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        check_clips(prompts, audios, ids, self.sampling_rate, self.max_audio_seconds, self.family)
+        check_clips(prompts, audios, ids, self.sampling_rate, self.max_audio_seconds, self.name)
         for prompt, row_id in zip(prompts, ids):
             if prompt.count(self.audio_token) != 1:
-                raise ValueError(f"example {row_id!r}: the prompt must hold {self.audio_token} once "
+                raise UserError(f"example {row_id!r}: the prompt must hold {self.audio_token} once "
                                  "(build it with build_prompt)")
         lengths = [len(a) for a in audios]
         batch = torch.zeros(len(audios), max(lengths))  # [N, S] right-padded, as the extractor does

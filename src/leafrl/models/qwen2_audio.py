@@ -1,7 +1,7 @@
 """Qwen2-Audio (``Qwen2AudioForConditionalGeneration``): Whisper-style log-mel features padded
 to a fixed window, ``<|AUDIO|>`` expanded by the processor, ``feature_attention_mask``.
 
-The built-in tiny SALLM is a model of this class, so it loads through this adapter too.
+The built-in tiny SALLM is a model of this class, so it loads through this family too.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from leafrl.models.base import check_clips, eos_token_ids, prepare_tokenizer, ta
 
 
 @dataclass
-class Qwen2AudioAdapter:
+class Qwen2AudioFamily:
     processor: Any
     eos_token_ids: list[int]
-    family: str = "qwen2_audio"
+    name: str = "qwen2_audio"
     rows_encode_alone: bool = True  # Whisper features: every clip padded to the fixed window
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "feature_attention_mask")
     keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
@@ -30,7 +30,7 @@ class Qwen2AudioAdapter:
     suppress_token_ids: list[int] = field(init=False)
 
     @classmethod
-    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, Qwen2AudioAdapter]:
+    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, Qwen2AudioFamily]:
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
         processor = AutoProcessor.from_pretrained(name_or_path)
@@ -59,7 +59,7 @@ class Qwen2AudioAdapter:
 
     def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
                ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        check_clips(prompts, audios, ids, self.sampling_rate, self.max_audio_seconds, self.family)
+        check_clips(prompts, audios, ids, self.sampling_rate, self.max_audio_seconds, self.name)
         batch = self.processor(text=list(prompts), audio=list(audios), sampling_rate=self.sampling_rate,
                                return_tensors="pt", padding=True)
         return {k: batch[k] for k in self.row_keys}

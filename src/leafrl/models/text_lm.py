@@ -13,14 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from leafrl.errors import UserError
 from leafrl.models.base import eos_token_ids, prepare_tokenizer, takes_logits_to_keep
 
 
 @dataclass
-class TextLMAdapter:
+class TextLMFamily:
     tokenizer: Any
     eos_token_ids: list[int]
-    family: str = "text"
+    name: str = "text"
     rows_encode_alone: bool = True  # text only
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask")
     keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
@@ -30,7 +31,7 @@ class TextLMAdapter:
     suppress_token_ids: list[int] = field(default_factory=list)
 
     @classmethod
-    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, TextLMAdapter]:
+    def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, TextLMFamily]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -50,7 +51,7 @@ class TextLMAdapter:
     def encode(self, prompts: Sequence[str], audios: Sequence[np.ndarray] | None,
                ids: Sequence[str]) -> dict[str, torch.Tensor]:
         if audios is not None and any(a is not None for a in audios):
-            raise ValueError(f"audios: a text-only model cannot take audio (rows {list(ids)[:3]}...); "
+            raise UserError(f"audios: a text-only model cannot take audio (rows {list(ids)[:3]}...); "
                              "use a text dataset or a speech model")
         # a chat template writes its own special tokens; a plain prompt gets the tokenizer's
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True,

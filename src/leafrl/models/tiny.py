@@ -2,7 +2,7 @@
 few million parameters with a byte-level BPE tokenizer trained on the task's own text.
 
 It is small enough to train on a laptop CPU in minutes, and it is a real transformers class:
-once saved, it loads, trains and generates through the same Qwen2-Audio adapter as the 7B
+once saved, it loads, trains and generates through the same Qwen2-Audio family as the 7B
 model. Nothing is downloaded.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from leafrl.errors import UserError
 
 # the tokens the Qwen2-Audio processor and its default chat template use
 PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -30,28 +32,41 @@ CHAT_ROLES = "system\nuser\nassistant\n"
 
 
 @dataclass(frozen=True)
-class TinySize:
+class TinyConfig:
     """Dimensions of the tiny SALLM (defaults: the built-in model)."""
 
     vocab_size: int = 1024
+    """Tokens of the byte-level BPE tokenizer trained on the task's text."""
     n_mels: int = 80
-    hop_length: int = 640  # 40 ms frames: 6.25 audio tokens per second (Whisper: 10 ms, 25)
+    """Mel bins of the audio features."""
+    hop_length: int = 640
+    """Samples (at 16 kHz) between feature frames: 40 ms, 6.25 audio tokens a second (Whisper: 10 ms, 25)."""
     n_fft: int = 640
-    window_seconds: int = 8  # the Whisper-style feature window (the built-in clips are <= 7.5 s)
+    """FFT size of the features."""
+    window_seconds: int = 8
+    """The Whisper-style feature window every clip is padded to (the built-in clips are <= 7.5 s)."""
     audio_dim: int = 128
+    """Width of the audio encoder."""
     audio_layers: int = 2
+    """Layers of the audio encoder."""
     audio_heads: int = 4
+    """Attention heads of the audio encoder."""
     text_dim: int = 192
+    """Width of the language model."""
     text_layers: int = 4
+    """Layers of the language model."""
     text_heads: int = 4
+    """Attention heads of the language model."""
     text_kv_heads: int = 2
+    """Key/value heads of the language model (grouped-query attention)."""
     max_positions: int = 1024
+    """The language model's context, in tokens."""
 
     def __post_init__(self) -> None:
         frames = self.window_seconds * 16000 / self.hop_length
         if frames != int(frames) or int(frames) % 2:
-            raise ValueError(f"TinySize: window_seconds * 16000 / hop_length must be an even whole number "
-                             f"of feature frames (the encoder halves them), got {frames:g}")
+            raise UserError(f"TinyConfig: window_seconds * 16000 / hop_length must be an even whole number "
+                            f"of feature frames (the encoder halves them), got {frames:g}")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: list[str] = SPECIAL_TOKENS,
@@ -80,7 +95,7 @@ def tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     return train_tokenizer(corpus + [CHAT_ROLES] * max(1, len(corpus) // 2), vocab_size)
 
 
-def build_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: int = 0) -> tuple[Any, Any]:
+def build_tiny_sallm(texts: Iterable[str], size: TinyConfig = TinyConfig(), seed: int = 0) -> tuple[Any, Any]:
     """(model, processor) of a fresh tiny SALLM whose tokenizer is trained on ``texts`` (give it
     all the task's text: prompts, references and what the audio says) and the chat roles.
 
@@ -137,11 +152,11 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Any
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
 
 
-def new_tiny_sallm(texts: Iterable[str], size: TinySize = TinySize(), seed: int = 0) -> tuple[Any, Any]:
-    """(model, adapter) of a fresh tiny SALLM, ready to train like any loaded model."""
+def new_tiny_sallm(texts: Iterable[str], size: TinyConfig = TinyConfig(), seed: int = 0) -> tuple[Any, Any]:
+    """(model, family) of a fresh tiny SALLM, ready to train like any loaded model."""
     from leafrl.models.base import takes_logits_to_keep
-    from leafrl.models.qwen2_audio import Qwen2AudioAdapter
+    from leafrl.models.qwen2_audio import Qwen2AudioFamily
 
     model, processor = build_tiny_sallm(texts, size, seed)
-    return model, Qwen2AudioAdapter(processor, [model.generation_config.eos_token_id],
+    return model, Qwen2AudioFamily(processor, [model.generation_config.eos_token_id],
                                     keeps_logits=takes_logits_to_keep(model))

@@ -1,5 +1,6 @@
-"""Sampling responses from a model: completions, their mask and their surprisal."""
+"""Sampling responses from a model: the rollout record (ids, mask, surprisal, groups, rewards)."""
 
-from leafrl.rollout.hf import Completions, generate_completions
+from leafrl.rollout.hf import generate_completions
+from leafrl.rollout.record import Rollout
 
-__all__ = ["Completions", "generate_completions"]
+__all__ = ["Rollout", "generate_completions"]

@@ -1,4 +1,4 @@
-"""Examples -> model inputs through a family adapter: read each clip at the model's rate and
+"""Examples -> model inputs through a family family: read each clip at the model's rate and
 build each prompt with the family's chat template and audio placeholder."""
 
 from __future__ import annotations
@@ -9,55 +9,56 @@ from typing import Any
 import torch
 
 from leafrl.audio.io import load_audio
-from leafrl.models.base import SpeechLMAdapter, collate_rows, split_rows
+from leafrl.errors import UserError
+from leafrl.models.base import ModelFamily, collate_rows, split_rows
 
 
-def encode_examples(adapter: SpeechLMAdapter, examples: Sequence[Any],
+def encode_examples(family: ModelFamily, examples: Sequence[Any],
                     system: str | None = None) -> dict[str, torch.Tensor]:
     """Model inputs (prompt rows, left-padded) for ``examples`` (leafrl.data.Example)."""
-    prompts = [adapter.build_prompt(ex.prompt, system) for ex in examples]
+    prompts = [family.build_prompt(ex.prompt, system) for ex in examples]
     ids = [ex.id for ex in examples]
     for ex in examples:
-        if (problem := modality_problem(ex, adapter)) is not None:
-            raise ValueError(problem)
+        if (problem := modality_problem(ex, family)) is not None:
+            raise UserError(problem)
     audios = None
-    if adapter.sampling_rate is not None:
-        audios = [load_audio(ex.audio, sampling_rate=adapter.sampling_rate, example_id=ex.id)
+    if family.sampling_rate is not None:
+        audios = [load_audio(ex.audio, sampling_rate=family.sampling_rate, example_id=ex.id)
                   for ex in examples]
-    return adapter.encode(prompts, audios, ids)
+    return family.encode(prompts, audios, ids)
 
 
-def modality_problem(example: Any, adapter: SpeechLMAdapter) -> str | None:
+def modality_problem(example: Any, family: ModelFamily) -> str | None:
     """Why ``example`` does not suit the family (a row without audio for a speech model, a row
     with audio for a text-only one), naming the row; None when it does."""
-    wants_audio = adapter.sampling_rate is not None
+    wants_audio = family.sampling_rate is not None
     if (example.audio is not None) == wants_audio:
         return None
-    return f"example {example.id!r}: " + (f"no audio, but {adapter.family} needs a clip per prompt" if wants_audio
-                                          else f"has audio, but {adapter.family} is a text-only model")
+    return f"example {example.id!r}: " + (f"no audio, but {family.name} needs a clip per prompt" if wants_audio
+                                          else f"has audio, but {family.name} is a text-only model")
 
 
 class EncodedRows:
     """``encode_examples`` for a training loop that draws the same rows again and again: each
     row is read and encoded once, on first use, and kept ([1, ...] tensors; for the built-in
     model about 66 KB a row, mostly its audio features), then batched with ``collate_rows``.
-    A batch equals ``encode_examples`` of the same rows. Needs ``adapter.rows_encode_alone``.
+    A batch equals ``encode_examples`` of the same rows. Needs ``family.rows_encode_alone``.
     """
 
-    def __init__(self, adapter: SpeechLMAdapter, examples: Sequence[Any], system: str | None = None):
-        if not adapter.rows_encode_alone:
-            raise ValueError(f"{adapter.family}: a row's inputs depend on the rest of its batch, so rows "
+    def __init__(self, family: ModelFamily, examples: Sequence[Any], system: str | None = None):
+        if not family.rows_encode_alone:
+            raise UserError(f"{family.name}: a row's inputs depend on the rest of its batch, so rows "
                              "cannot be encoded once and batched later (leafrl sft: set cache_inputs=false)")
-        self.adapter, self.examples, self.system = adapter, examples, system
+        self.family, self.examples, self.system = family, examples, system
         self.rows: dict[int, dict[str, torch.Tensor]] = {}
 
     def __call__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Model inputs of the rows ``indices`` (left-padded, in that order)."""
         new = sorted(set(indices) - set(self.rows))
         if new:
-            encoded = encode_examples(self.adapter, [self.examples[i] for i in new], self.system)
+            encoded = encode_examples(self.family, [self.examples[i] for i in new], self.system)
             self.rows.update(zip(new, split_rows(encoded)))
-        return collate_rows([self.rows[i] for i in indices], self.adapter.pad_token_id)
+        return collate_rows([self.rows[i] for i in indices], self.family.pad_token_id)
 
 
 def encode_targets(tokenizer: Any, texts: Sequence[str], eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,19 +3,19 @@
 Notation used for tensor shapes:
     N rows (prompts x samples per prompt), P prompt tokens, T completion tokens.
 
-One call returns everything LEAF needs from the sampling itself: completion ids, the mask
-(real tokens up to and including the first end-of-sequence token) and the surprisal of each
-sampled token, so LEAF costs no extra decoding.
+One call returns everything LEAF needs from the sampling itself, as a ``rollout.record.Rollout``:
+completion ids, the mask (real tokens up to and including the first end-of-sequence token) and the
+surprisal of each sampled token, so LEAF costs no extra decoding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from leafrl.models.base import SEQUENCE_KEYS, SpeechLMAdapter, prefill_prompts, repeat_rows
+from leafrl.models.base import SEQUENCE_KEYS, ModelFamily, prefill_prompts, repeat_rows
+from leafrl.rollout.record import Rollout, grouped
 
 SURPRISAL_SOURCES = ("processed", "raw")
 RESHAPING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
@@ -30,16 +30,6 @@ its no-op value (None: unset; rollouts sample with top_k 0). A checkpoint's gene
 may set them (a repetition penalty, say); the log-prob passes of the loss, the KL and the
 surprisal know nothing of them, so rollouts and evaluation turn them all off: the loss then
 scores the distribution the responses came from."""
-
-
-@dataclass(frozen=True)
-class Completions:
-    """ids [N, T] (pad after the end), mask [N, T] bool, surprisal [N, T] float32 (NaN on
-    padding; None when not asked for). Row i*k .. i*k+k-1 are the k samples of prompt i."""
-
-    ids: torch.Tensor
-    mask: torch.Tensor
-    surprisal: torch.Tensor | None
 
 
 def reshaping_settings(model: Any) -> dict[str, Any]:
@@ -57,11 +47,11 @@ def completion_mask(ids: torch.Tensor, eos_token_ids: list[int]) -> torch.Tensor
 
 
 @torch.no_grad()
-def generate_completions(model: Any, adapter: SpeechLMAdapter, inputs: dict[str, torch.Tensor], *,
+def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torch.Tensor], *,
                          max_new_tokens: int, num_samples: int = 1, do_sample: bool = True,
                          temperature: float = 1.0, top_p: float = 1.0,
-                         surprisal: str | None = "processed") -> Completions:
-    """Sample ``num_samples`` completions per prompt row of ``inputs``: an adapter's encode, or
+                         surprisal: str | None = "processed") -> Rollout:
+    """Sample ``num_samples`` completions per prompt row of ``inputs``: a family's encode, or
     its ``models.embed_prompts`` (then the audio encoder does not run again). Rows come out
     in place order: prompt i's samples are rows i*num_samples .. i*num_samples+num_samples-1.
 
@@ -78,26 +68,27 @@ def generate_completions(model: Any, adapter: SpeechLMAdapter, inputs: dict[str,
     sampling = {name: off for name, off in RESHAPING.items() if hasattr(model.generation_config, name)}
     sampling |= {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
         else {"do_sample": False}
-    if adapter.suppress_token_ids:
-        sampling["suppress_tokens"] = adapter.suppress_token_ids
+    if family.suppress_token_ids:
+        sampling["suppress_tokens"] = family.suppress_token_ids
     prompts = torch.arange(inputs["attention_mask"].shape[0], device=inputs["attention_mask"].device)
-    cache = prefill_prompts(model, inputs, prompts.repeat_interleave(num_samples), adapter.keeps_logits)
+    cache = prefill_prompts(model, inputs, prompts.repeat_interleave(num_samples), family.keeps_logits)
     # with the prompts cached, generate reads only their tokens (the audio is in the cache)
     keys = [k for k in inputs if k in SEQUENCE_KEYS] if cache is not None else list(inputs)
     rows = repeat_rows({k: inputs[k] for k in keys}, num_samples, keys)
     out = model.generate(**rows, past_key_values=cache, **sampling, max_new_tokens=max_new_tokens,
-                         pad_token_id=adapter.pad_token_id, eos_token_id=adapter.eos_token_ids,
+                         pad_token_id=family.pad_token_id, eos_token_id=family.eos_token_ids,
                          return_dict_in_generate=True,
                          output_scores=surprisal == "processed", output_logits=surprisal == "raw")
     # generate returns the prompt ids in front of the completion, or only the completion when
     # it was given embeddings (``models.embed_prompts``)
     ids = out.sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out.sequences  # [N, T]
-    mask = completion_mask(ids, adapter.eos_token_ids)
-    ids = ids.masked_fill(~mask, adapter.pad_token_id)
+    mask = completion_mask(ids, family.eos_token_ids)
+    ids = ids.masked_fill(~mask, family.pad_token_id)
+    group_ids = grouped(num_samples, len(prompts), ids.device)
     if surprisal is None:
-        return Completions(ids, mask, None)
+        return Rollout(ids, mask, None, group_ids)
     steps = out.scores if surprisal == "processed" else out.logits
-    return Completions(ids, mask, sampled_surprisal(steps, ids).masked_fill(~mask, float("nan")))
+    return Rollout(ids, mask, sampled_surprisal(steps, ids).masked_fill(~mask, 0.0), group_ids)
 
 
 def sampled_surprisal(steps: tuple[torch.Tensor, ...], ids: torch.Tensor, chunk: int = 32) -> torch.Tensor:

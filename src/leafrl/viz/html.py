@@ -5,11 +5,10 @@ the nodes (shared prefixes) with their values and sizes, and GRPO's one advantag
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 
 import torch
 
-from leafrl.advantages import LeafStats, LeafTree
+from leafrl.eval.inspect import TreeView
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
@@ -25,23 +24,6 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 
-@dataclass(frozen=True)
-class GroupView:
-    """What one group's section shows: the prompt, its reference, each response's tokens
-    (decoded pieces), rewards [K], GRPO advantages [K], LEAF's tree and stats, and the
-    surprisal that chose each boundary."""
-
-    title: str
-    prompt: str
-    reference: str
-    pieces: list[list[str]]
-    rewards: torch.Tensor
-    grpo: torch.Tensor
-    tree: LeafTree
-    stats: LeafStats
-    boundary_surprisal: list[float]
-
-
 def _colour(value: float, scale: float) -> str:
     """Green for credit, red for blame, stronger with magnitude."""
     level = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
@@ -50,15 +32,15 @@ def _colour(value: float, scale: float) -> str:
         else "rgba(0,0,0,0.05)"
 
 
-def _section(view: GroupView) -> str:
+def _section(view: TreeView) -> str:
     tree, e = view.tree, html.escape
     scale = float(tree.span_advantage[tree.span_valid].abs().max()) if tree.span_valid.any() else 1.0
-    bounds = [p for p in view.stats.boundaries[0].tolist() if p >= 0]
+    bounds = view.boundaries
     parts = [f"<h2>{e(view.title)}</h2>", f"<p><b>prompt</b> {e(view.prompt)}<br><b>reference</b> "
              f"{e(view.reference)}</p>",
              "<p class='meta'>boundaries: " + (", ".join(f"token {p} (surprisal {s:.2f})" for p, s in
                                                       zip(bounds, view.boundary_surprisal)) or "none")
-             + f" · root value {float(view.rewards.mean()):.3f} · fork-fire {view.stats.fork_fire_rate:.2f}"
+             + f" · root value {float(view.tree.root_value[0]):.3f} · fork-fire {view.stats.fork_fire_rate:.2f}"
              f" · usable {view.stats.usable_fork_fire_rate:.2f}</p>",
              "<table><tr><th>#</th><th>reward</th><th>GRPO</th><th>response in LEAF spans (advantage after "
              "normalization); | marks a boundary</th></tr>"]
@@ -81,14 +63,14 @@ def _section(view: GroupView) -> str:
     for b, p in enumerate(bounds):
         for node in sorted(set(tree.node_id[:, b].tolist()) - {-1}):
             members = (tree.node_id[:, b] == node).nonzero().flatten().tolist()
-            value = float(view.rewards[members].double().mean())
+            value = float(tree.node_value[members[0], b])
             parts.append(f"<tr><td class='num'>{p}</td><td>{', '.join(str(m + 1) for m in members)}</td>"
                          f"<td class='num'>{value:.3f}</td><td class='num'>{len(members)}</td></tr>")
     parts.append("</table>")
     return "\n".join(parts)
 
 
-def render_html(views: list[GroupView], title: str) -> str:
+def render_html(views: list[TreeView], title: str) -> str:
     """The whole page."""
     body = "\n".join(_section(v) for v in views)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -1,10 +1,15 @@
-"""Terminal views of a finished run: held-out rows before and after training."""
+"""Terminal views of runs: held-out rows and BLEU before and after training, the metrics of
+``leafrl eval``, the memory plan of ``leafrl plan``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 
 def examples_table(ids: Sequence[str], references: Sequence[str], before: Sequence[str], after: Sequence[str],
@@ -42,4 +47,109 @@ def metrics_table(entry: dict, title: str) -> Table:
         if sampled:
             cells.append(f"{sampled[key]['mean']:.2f} +- {sampled[key]['std']:.2f}")
         table.add_row(*cells)
+    return table
+
+
+def plan_view(report: Any, cfg: Any) -> Group:
+    """``leafrl plan``'s table (a ``plan.PlanReport`` of TrainConfig ``cfg``) and what fits a GPU."""
+    from leafrl.plan import GIB, OVERHEAD
+
+    d, p, r = report.dimensions, report.plan, cfg.rollout
+    table = Table(title=f"{report.model}: {d.parameters:,} parameters in {report.dtype}, {d.trainable:,} trainable "
+                        f"(LoRA r{cfg.lora.rank})")
+    for column in ("per process", "memory", "what"):
+        table.add_column(column, justify="right" if column == "memory" else "left")
+    what = {"weights": "the model, the LoRA in float32",
+            "optimizer": "LoRA gradients and AdamW moments (float32)",
+            "rollout": f"{r.prompts_per_step} prompts x K {r.rollout_budget}: KV cache of {report.prompt_tokens} "
+                       f"prompt + {r.max_new_tokens} new tokens, and the scores kept for the surprisal",
+            "update": f"micro_batch {p.micro_batch}: activations"
+                      f"{' (checkpointed)' if cfg.gradient_checkpointing else ''} and the float32 logits with "
+                      "their gradient",
+            "peak": f"weights + optimizer + the larger of rollout and update (on a GPU add about "
+                    f"{OVERHEAD / GIB:.0f} GiB of CUDA context and workspace)"}
+    for name, text in what.items():
+        size = getattr(p, name)
+        table.add_row(name, f"{size / GIB:.2f} GiB" if size >= GIB / 10 else f"{size / 2**20:.1f} MiB", text)
+    table.caption = f"the longest prompt: {report.prompt_tokens} tokens; micro_batch {p.micro_batch}"
+    lines = []
+    for checkpointing, fits in report.fits.items():
+        fixed = (p.weights + p.optimizer + OVERHEAD) / GIB
+        advice = (f"the weights and LoRA state alone take {fixed:.1f} GiB with the CUDA context: a GPU with more "
+                  "memory" if fixed > report.gpu_memory else "lower rollout.prompts_per_step or rollout.max_new_tokens")
+        lines.append(f"{report.gpu_memory:g} GiB per GPU, gradient_checkpointing={str(checkpointing).lower()}: "
+                     + (f"optim.micro_batch up to {fits}" if fits else f"does not fit even at micro_batch 1; {advice}"))
+    return Group(table, *lines)
+
+
+def bleu_table(summary: Any) -> Table:
+    """Held-out BLEU before vs after training (a ``summary.RunSummary``), greedy and sampled, with
+    the paired bootstrap p-values."""
+    table = Table(title=f"held-out BLEU ({summary.valid_examples} rows), {summary.steps} {summary.algo} steps")
+    for column in ("decoding", "before", "after", "change", "p"):
+        table.add_column(column, justify="left" if column == "decoding" else "right")
+    for decoding in summary.decodings:
+        before, after = summary.bleu(decoding, "before"), summary.bleu(decoding, "after")
+        table.add_row("greedy" if decoding == "greedy" else "sampled (mean of passes)", f"{before:.2f}",
+                      f"{after:.2f}", f"{after - before:+.2f}", f"{summary.p_value(decoding):.3f}")
+    table.caption = "p: paired bootstrap over the held-out rows (1000 resamples): is the change more than chance?"
+    return table
+
+
+def run_report(run_dir: Path, data: str, examples: int) -> Group:
+    """What a finished run did to the held-out rows: the first ``examples`` rows' greedy answers
+    before and after, and, on the built-in task, how often the answers follow its conventions."""
+    from leafrl.data import load_split
+    from leafrl.data.base_corpus import convention_shares
+    from leafrl.summary import HeldOut
+
+    before, after = (HeldOut.load(run_dir / f"{name}.json").greedy for name in ("before", "after"))
+    rows = list(load_split(data, "valid"))[: len(before)]
+    shown = rows[:examples]
+    parts = [examples_table([ex.id for ex in shown], [ex.reference for ex in shown], before[:examples],
+                            after[:examples])]
+    if (shares := convention_shares(rows, before)) is not None:
+        parts.append(shares_table(shares, convention_shares(rows, after), "how the greedy answers are written "
+                                  "(share of each task's rows; \"task\": the built-in task's own convention)"))
+    return Group(*parts)
+
+
+def credit_table(report: Any, labels: dict[str, str]) -> Table:
+    """``leafrl credit``'s estimators (a ``CreditReport``) with each metric's 95% interval."""
+    table = Table(title=f"credit assignment on {report.items} items x K {report.k} ({report.split}); "
+                        "[95% bootstrap over items]")
+    table.add_column("estimator")
+    for label in labels.values():
+        table.add_column(label, justify="right")
+    for name, metrics in report.estimators.items():
+        table.add_row(name, *(f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+                              for m in (metrics[key] for key in labels)))
+    return table
+
+
+def recipes_table(found: Sequence[Any]) -> Table:
+    """``leafrl recipes``: each recipe (``recipes.Recipe``) with what it configures and its summary."""
+    table = Table(title="recipes: leafrl train --recipe NAME (sft: leafrl sft --recipe NAME); "
+                        "builtin-NAME is also --builtin NAME", show_lines=False)
+    for column in ("name", "for", "what it is"):
+        table.add_column(column, overflow="fold")
+    for r in found:
+        table.add_row(r.name, "sft" if r.kind == "sft" else "train, eval, compare, credit, forks, inspect, plan",
+                      r.summary)
+    return table
+
+
+def settings_table(cfg: Any, recipe: str) -> Table:
+    """``leafrl config show``: every setting of ``cfg`` with its value, its class default (bold
+    where they differ) and its doc."""
+    from leafrl.config import settings
+
+    table = Table(title=f"{type(cfg).__name__} settings (recipe {recipe}, then --config and --set); "
+                        "change one with --set NAME=VALUE", show_lines=False)
+    for column in ("setting", "value", "default", "what it does"):
+        table.add_column(column, overflow="fold")
+    for s in settings(cfg):
+        changed = s.value != s.default
+        table.add_row(Text(s.name), Text(repr(s.value), style="bold" if changed else ""), Text(repr(s.default)),
+                      Text(s.doc))
     return table

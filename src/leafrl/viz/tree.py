@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from leafrl.advantages import LeafStats, LeafTree
+from leafrl.eval.inspect import TreeView
 
 
 def _style(value: float, scale: float) -> str:
@@ -18,41 +18,37 @@ def _style(value: float, scale: float) -> str:
     return f"bold rgb(0,{shade},0)" if value > 0 else f"bold rgb({shade},0,0)" if value < 0 else "dim"
 
 
-def render_group(tokens: list[list[str]], rewards: torch.Tensor, grpo: torch.Tensor,
-                 tree: LeafTree, stats: LeafStats, sep: str = " ",
-                 boundary_surprisal: list[float] | None = None) -> Group:
-    """One group's responses (``tokens[k]`` the tokens of row k, joined by ``sep``: " " for
-    words, "" for decoded subword pieces) with LEAF span credit; ``boundary_surprisal``: the
-    score each boundary was chosen by."""
+def render_group(view: TreeView) -> Group:
+    """One group's responses with LEAF's span credit beside GRPO's one number per response, its
+    nodes and its boundaries."""
+    tree, stats = view.tree, view.stats
     scale = float(tree.span_advantage[tree.span_valid].abs().max()) if tree.span_valid.any() else 1.0
     table = Table(title="LEAF span advantages vs GRPO (one advantage per response)", expand=True)
     table.add_column("#", justify="right")
     table.add_column("reward", justify="right")
     table.add_column("GRPO", justify="right")
     table.add_column("response, cut into LEAF spans (value after normalization)", ratio=1)
-    for k, words in enumerate(tokens):
+    for k, words in enumerate(view.pieces):
         line = Text()
         for s in torch.nonzero(tree.span_valid[k]).flatten().tolist():
             start, end = int(tree.span_start[k, s]), int(tree.span_end[k, s])
             value = float(tree.span_advantage[k, s])
-            line.append(sep.join(words[start:end]), style=_style(value, scale))
+            line.append(view.sep.join(words[start:end]), style=_style(value, scale))
             line.append(f" [{value:+.2f}]  ", style="italic")
-        table.add_row(str(k + 1), f"{float(rewards[k]):.2f}", Text(f"{float(grpo[k]):+.2f}",
-                      style=_style(float(grpo[k]), float(grpo.abs().max()))), line)
+        grpo = float(view.grpo[k])
+        table.add_row(str(k + 1), f"{float(view.rewards[k]):.2f}", Text(f"{grpo:+.2f}",
+                      style=_style(grpo, float(view.grpo.abs().max()))), line)
     nodes = Table(title="nodes (responses sharing a prefix up to a boundary)")
     for name in ("boundary", "members", "value V", "n"):
         nodes.add_column(name, justify="right")
-    bounds = [p for p in stats.boundaries[0].tolist() if p >= 0]
-    for b, p in enumerate(bounds):
+    for b, p in enumerate(view.boundaries):
         for node in sorted(set(tree.node_id[:, b].tolist()) - {-1}):
             members = (tree.node_id[:, b] == node).nonzero().flatten().tolist()
-            value = float(rewards[members].double().mean())
-            nodes.add_row(str(p), ", ".join(str(k + 1) for k in members), f"{value:.3f}",
-                          str(len(members)))
-    shown = str(bounds) if boundary_surprisal is None else \
-        "[" + ", ".join(f"{p} (surprisal {s:.2f})" for p, s in zip(bounds, boundary_surprisal)) + "]"
+            value = float(tree.node_value[members[0], b])
+            nodes.add_row(str(p), ", ".join(str(k + 1) for k in members), f"{value:.3f}", str(len(members)))
+    shown = "[" + ", ".join(f"{p} (surprisal {s:.2f})" for p, s in zip(view.boundaries, view.boundary_surprisal)) + "]"
     summary = Text(
-        f"boundaries {shown}   root value {float(rewards.mean()):.3f}   "
+        f"boundaries {shown}   root value {float(tree.root_value[0]):.3f}   "
         f"fork-fire {stats.fork_fire_rate:.2f}   usable {stats.usable_fork_fire_rate:.2f}   "
         f"spans/response {stats.spans_per_response:.2f}   shared tokens {stats.shared_token_frac:.0%}"
     )

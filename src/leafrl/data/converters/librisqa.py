@@ -37,9 +37,10 @@ import json
 import re
 from pathlib import Path, PurePosixPath
 
-from leafrl.data.recipes import ManifestWriter, check_missing_audio, require_dir, require_file
+from leafrl.data.converters import ManifestWriter, check_missing_audio, require_dir, require_file
 from leafrl.data.schema import DataError, Example
 from leafrl.data.templates import TASK_SQA, sqa_prompt
+from leafrl.errors import UserError
 
 PART_DIR = "LibriSQA-PartI"
 METAFILES = {"train": "LibriSQA-PartI-train.json", "test": "LibriSQA-PartI-test.json"}
@@ -101,7 +102,7 @@ def convert_librisqa(src: Path, out: Path, *, librispeech: Path, limit: int | No
     """
     check_missing_audio(on_missing_audio)
     if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+        raise UserError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     src, librispeech = Path(src), require_dir(Path(librispeech), "LibriSpeech directory").absolute()
     part = src / PART_DIR if (src / PART_DIR).is_dir() else src
     metafiles = {split: require_file(part / name, f"LibriSQA Part I {split} metafile")

@@ -15,9 +15,9 @@ are renamed into place only when the whole conversion succeeded, so a failed run
 previous manifests untouched. Missing inputs raise :class:`~leafrl.data.schema.DataError`
 naming the file that was expected and where.
 
-- :mod:`~leafrl.data.recipes.librisqa`: LibriSQA Part I (spoken QA over LibriSpeech)
-- :mod:`~leafrl.data.recipes.covost2`: CoVoST 2 En->De (speech translation, Common Voice clips)
-- :mod:`~leafrl.data.recipes.longaudio`: generic long-audio QA (DailyTalk, Europarl/VoxPopuli)
+- :mod:`~leafrl.data.converters.librisqa`: LibriSQA Part I (spoken QA over LibriSpeech)
+- :mod:`~leafrl.data.converters.covost2`: CoVoST 2 En->De (speech translation, Common Voice clips)
+- :mod:`~leafrl.data.converters.longaudio`: generic long-audio QA (DailyTalk, Europarl/VoxPopuli)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from leafrl.data.schema import DataError, Example
+from leafrl.errors import UserError
 
 SPLITS = ("train", "valid", "test")
 MISSING_AUDIO = ("error", "skip")
@@ -51,7 +52,7 @@ def require_dir(path: Path, what: str) -> Path:
 def check_missing_audio(policy: str) -> None:
     """Validate an ``on_missing_audio`` argument ("error" | "skip")."""
     if policy not in MISSING_AUDIO:
-        raise ValueError(f"on_missing_audio must be one of {MISSING_AUDIO}, got {policy!r}")
+        raise UserError(f"on_missing_audio must be one of {MISSING_AUDIO}, got {policy!r}")
 
 
 class ManifestWriter:
@@ -64,7 +65,7 @@ class ManifestWriter:
 
     def __init__(self, out: Path, dataset: str, limit: int | None = None) -> None:
         if limit is not None and limit < 1:
-            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+            raise UserError(f"limit must be >= 1 or None, got {limit}")
         self.out, self.limit = Path(out), limit
         self.summary: dict = {"dataset": dataset, "out": str(self.out.resolve()),
                               "audio_paths": "absolute (into the source tree)",
@@ -117,3 +118,22 @@ class ManifestWriter:
         summary_tmp = self.out / ".summary.json.tmp"
         summary_tmp.write_text(json.dumps(self.summary, indent=2, ensure_ascii=False) + "\n")
         os.replace(summary_tmp, self.out / "summary.json")
+
+
+DATASETS = ("covost2", "librisqa", "longaudio")
+
+
+def convert(dataset: str, src: Path, out: Path, *, librispeech: Path | None = None, limit: int | None = None) -> dict:
+    """``leafrl data convert``: the converter of ``dataset`` on the release in ``src``, into ``out``;
+    returns its summary."""
+    from leafrl.data.converters.covost2 import convert_covost2
+    from leafrl.data.converters.librisqa import convert_librisqa
+    from leafrl.data.converters.longaudio import convert_longaudio
+
+    converters = {"covost2": convert_covost2, "librisqa": convert_librisqa, "longaudio": convert_longaudio}
+    if dataset not in converters:
+        raise UserError(f"dataset {dataset!r}: leafrl converts {', '.join(DATASETS)} (docs/data.md)")
+    if librispeech is not None and dataset != "librisqa":
+        raise UserError(f"--librispeech is for librisqa only, not {dataset}")
+    extra = {"librispeech": librispeech} if librispeech is not None else {}
+    return converters[dataset](src, out, limit=limit, **extra)

@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 
 from leafrl.audio.io import write_audio
-from leafrl.data.recipes.covost2 import convert_covost2
-from leafrl.data.recipes.librisqa import convert_librisqa
-from leafrl.data.recipes.longaudio import convert_longaudio
+from leafrl.data.converters.covost2 import convert_covost2
+from leafrl.data.converters.librisqa import convert_librisqa
+from leafrl.data.converters.longaudio import convert_longaudio
 from leafrl.data.schema import DataError
 from leafrl.data.sources import load_split
 from leafrl.data.templates import AST_EVAL_PROMPT, AST_TEMPLATES, SQA_TEMPLATES

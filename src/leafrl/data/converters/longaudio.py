@@ -31,9 +31,10 @@ from pathlib import Path
 
 import soundfile as sf
 
-from leafrl.data.recipes import ManifestWriter, check_missing_audio, require_file
+from leafrl.data.converters import ManifestWriter, check_missing_audio, require_file
 from leafrl.data.schema import DataError, Example
 from leafrl.data.templates import TASK_SQA, sqa_prompt
+from leafrl.errors import UserError
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
@@ -92,7 +93,7 @@ def convert_longaudio(src: Path, out: Path, *, limit: int | None = None, max_sec
     """
     check_missing_audio(on_missing_audio)
     if not max_seconds > 0:
-        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+        raise UserError(f"max_seconds must be > 0, got {max_seconds}")
     table = require_file(Path(src), "long-audio QA table")
     columns = (audio_column, question_column, answer_column, split_column,
                *([id_column] if id_column else []))

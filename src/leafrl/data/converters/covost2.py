@@ -33,7 +33,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from leafrl.data.recipes import ManifestWriter, check_missing_audio, require_dir, require_file
+from leafrl.data.converters import ManifestWriter, check_missing_audio, require_dir, require_file
 from leafrl.data.schema import DataError, Example
 from leafrl.data.templates import TASK_AST, ast_prompt
 
