@@ -1,8 +1,9 @@
 """Plain per-group, pure-Python reference for LEAF span advantages and the GRPO baseline.
 
-Written literally from /work/shared/spec/leaf-method.md (Steps 1-4, GRPO baseline) to check
-the vectorized torch implementation in tests. No torch, no numpy: lists, dicts, math only.
-Points the spec leaves open are pinned as follows:
+Written literally from the algorithm as docs/method.md states it (Steps 1-4 and the GRPO
+baseline, from the paper, arXiv 2606.07610) to check the vectorized torch implementation in
+tests. No torch, no numpy: lists, dicts, math only. Points the paper leaves open are pinned as
+follows:
   * surprisal ties: smaller position first; D uses the shortest NON-EMPTY response.
   * "trie" boundaries (extension): every distinct pairwise LCP >= max(1, min_prefix_tokens).
   * empty responses still take part in grouping (key = ()) and in the root mean V0.

@@ -1,8 +1,17 @@
 """Options and config resolution that the ``leafrl`` commands share (typer reads an Option's
-declaration; it holds no value)."""
+declaration; it holds no value).
+
+``@with_settings`` gives a command the four options that choose its settings, declared here
+once, and hands them to it as one ``Settings`` value: ``--recipe``, ``--builtin``, ``--config``
+and ``--set``.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +19,18 @@ import typer
 
 from leafrl import recipes
 
-RECIPE = typer.Option(None, help="start from this recipe (`leafrl recipes` lists them)",
-                      show_default=recipes.DEFAULT)
-BUILTIN = typer.Option(None, help="a built-in regime: the same as --recipe builtin-NAME", show_default=False)
-CONFIG = typer.Option(None, help="a YAML file of settings, applied over the recipe")
 MODEL = typer.Option(None, help="hub name, HF directory or builtin:NAME", show_default="the recipe's")
 DATA = typer.Option(None, help="data directory, saved dataset or builtin:NAME", show_default="the recipe's")
-SET = typer.Option([], "--set", help="a setting, last: --set optim.lr=1e-5 (repeatable; `leafrl config show`)")
 QUIET = typer.Option(False, help="no progress bar")
+SETTINGS_OPTIONS = [
+    ("recipe", str | None, typer.Option(None, help="start from this recipe (`leafrl recipes` lists them)",
+                                        show_default=recipes.DEFAULT)),
+    ("builtin", str | None, typer.Option(None, help="a built-in regime: the same as --recipe builtin-NAME",
+                                         show_default=False)),
+    ("config", Path | None, typer.Option(None, help="a YAML file of settings, applied over the recipe")),
+    ("set_", list[str], typer.Option([], "--set", help="a setting, applied last: --set optim.lr=1e-5 (repeatable; "
+                                     "`leafrl config show` lists them)")),
+]
 
 
 def default(config: type, field: str) -> str:
@@ -25,15 +38,45 @@ def default(config: type, field: str) -> str:
     return str(getattr(config(), field))
 
 
-def resolve(cls: type, recipe: str | None, builtin: str | None, config: Path | None, overrides: list[str],
-            **given: Any) -> Any:
-    """The config of class ``cls`` a command runs with; a warning when a built-in recipe's settings
-    (chosen for its own small model) meet another model."""
-    from leafrl.config import load_config
-    from leafrl.tracking import warn
+@dataclass(frozen=True)
+class Settings:
+    """What a command's --recipe, --builtin, --config and --set chose."""
 
-    name = recipes.name_of(recipe, builtin)
-    cfg = load_config(cls, recipe=name, path=config, overrides=overrides, **given)
-    if (note := recipes.model_note(cls, name, cfg.model)) is not None:
-        warn(note)
-    return cfg
+    recipe: str | None
+    builtin: str | None
+    config: Path | None
+    set_: list[str]
+
+    @property
+    def recipe_name(self) -> str:
+        return recipes.name_of(self.recipe, self.builtin)
+
+    def resolve(self, cls: type, *, config: Path | None = None, overrides: list[str] = (), **given: Any) -> Any:
+        """The config of class ``cls`` the command runs with: the recipe, --config (or ``config``
+        where --config is not given), the command's own options (``given``, None: not given),
+        ``overrides``, then --set. A built-in recipe's settings, chosen for its own small model,
+        meeting another model are warned about."""
+        from leafrl.config import load_config
+        from leafrl.tracking import warn
+
+        cfg = load_config(cls, recipe=self.recipe_name, path=self.config or config,
+                          overrides=[*overrides, *self.set_], **given)
+        if (note := recipes.model_note(self.recipe_name, cfg)) is not None:
+            warn(note)
+        return cfg
+
+
+def with_settings(command: Callable) -> Callable:
+    """The command with --recipe, --builtin, --config and --set, passed to it as ``settings``."""
+    signature = inspect.signature(command)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, kind, option in SETTINGS_OPTIONS]
+    own = [p for p in signature.parameters.values() if p.name != "settings"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        chosen = Settings(**{name: kwargs.pop(name) for name, _, _ in SETTINGS_OPTIONS})
+        return command(settings=chosen, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])
+    return wrapper

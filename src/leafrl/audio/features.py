@@ -4,7 +4,7 @@
 feature extractor for IBM's speech LLM family (``_extract_mel_spectrograms``), which needs
 torchaudio: ``torchaudio.transforms.MelSpectrogram`` with its defaults, then a per-example
 dynamic-range clamp and stacking of frame pairs. ``num_audio_features`` is the same
-extractor's ``_get_num_audio_features`` (audio tokens after the projector). The model adapter
+extractor's ``_get_num_audio_features`` (audio tokens after the projector). The model family
 in ``leafrl.models`` binds the family's parameters; nothing here is specific to one model.
 
 Notation used for tensor shapes:

@@ -2,7 +2,7 @@
 
 An :class:`Example` is what the rollout sees: an id, the audio (anything
 :func:`leafrl.audio.io.load_audio` accepts), a plain-text prompt with no model tokens (the
-model adapter adds its audio placeholder and chat template), the reference the reward compares
+model family adds its audio placeholder and chat template), the reference the reward compares
 against, a task name and free-form metadata.
 
 A manifest row is the JSON form of an Example::

@@ -8,7 +8,7 @@ instructions for AST).
 
 The choice uses SHA-256 of the UTF-8 text (stripped), never Python's salted ``hash()``, so a
 row gets the same template in every process, on every machine, under any PYTHONHASHSEED.
-Prompts are plain text: the model adapter adds its audio placeholder and chat template.
+Prompts are plain text: the model family adds its audio placeholder and chat template.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -66,16 +67,20 @@ def read(cls: type, name: str) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
-def model_note(cls: type, name: str, model: str | None) -> str | None:
+def model_note(name: str, cfg: Any) -> str | None:
     """A warning when a built-in recipe's settings, chosen for its own model, are used with
-    another model (``model``); None otherwise."""
-    if not name.startswith(BUILTIN_PREFIX) or _same_model(model, read(cls, name).get("model")):
+    another model (``cfg.model``, a TrainConfig's or an SFTConfig's); None otherwise."""
+    kind = KINDS[type(cfg).__name__]
+    if not name.startswith(BUILTIN_PREFIX) or _same_model(cfg.model, read(type(cfg), name).get("model")):
         return None
-    if KINDS[cls.__name__] == "sft":
-        return (f"recipe {name} trains a fresh tiny SALLM from scratch (alignment steps, lr 2e-3, all weights); for "
-                f"{model} set finetune, align_steps=0 and a small optim.lr (`leafrl config show --sft` lists them)")
+    if kind == "sft":
+        if cfg.align_steps == 0:
+            return None
+        return (f"recipe {name} trains a fresh tiny SALLM from scratch (align_steps {cfg.align_steps}, lr 2e-3, "
+                f"all weights); for {cfg.model} set align_steps=0, finetune and a small optim.lr "
+                "(`leafrl config show --sft` lists them)")
     return (f"recipe {name}'s settings were chosen for the 3M-parameter built-in model (LoRA r16, lr 3e-4, 32 new "
-            f"tokens); for {model} start from the paper's with --recipe paper (`leafrl recipes`)")
+            f"tokens); for {cfg.model} start from the paper's with --recipe paper (`leafrl recipes`)")
 
 
 def _same_model(a: str | None, b: str | None) -> bool:
