@@ -27,6 +27,7 @@ from typing import Any
 
 from rich.console import Console
 
+from leafrl import recipes
 from leafrl._files import write_text_atomic
 from leafrl.errors import UserError
 
@@ -122,7 +123,7 @@ def write_corpus(task: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_base(out: Path, *, recipe: str = "builtin-conventions", work: Path | None = None,
+def build_base(out: Path, *, recipe: str = recipes.DEFAULT, work: Path | None = None,
                task_sizes: dict[str, int] | None = None, sft_overrides: list[str] | None = None,
                console: Console | None = None) -> dict:
     """Train the built-in base model into ``out``: the built-in task, its base corpus, then

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from leafrl import __version__, cli_analysis, recipes
 from leafrl.advantages import LeafConfig
-from leafrl.cli_options import DATA, MODEL, QUIET, Settings, default, with_settings
+from leafrl.cli_options import DATA, MODEL, QUIET, ConfigSources, default, with_config_sources
 from leafrl.config import SFTConfig, TrainConfig
 from leafrl.errors import UserError
 
@@ -82,18 +82,18 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
-@with_settings
+@with_config_sources
 def config_show(
     sft: bool = typer.Option(False, "--sft", help="leafrl sft's settings instead of train's"),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     yaml_: bool = typer.Option(False, "--yaml", help="print the settings as a YAML file to edit and pass to --config"),
 ) -> None:
     """Every setting with its value (after the recipe, --config and --set), its default and what it
     does; --yaml prints the resolved settings as a file."""
     from leafrl.viz.runs import settings_table
 
-    cfg = settings.resolve(SFTConfig if sft else TrainConfig)
+    cfg = sources.resolve(SFTConfig if sft else TrainConfig)
     if yaml_:
         import yaml
 
@@ -101,7 +101,7 @@ def config_show(
 
         typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
         return
-    Console().print(settings_table(cfg, settings.recipe_name))
+    Console().print(settings_table(cfg, sources.recipe_name))
 
 
 def _demodefault(name: str) -> str:
@@ -154,7 +154,7 @@ def data_convert(
 
 
 @app.command()
-@with_settings
+@with_config_sources
 def sft(
     data: str | None = DATA,
     model: str | None = typer.Option(None, help="hub name, HF directory or builtin:NAME",
@@ -162,19 +162,19 @@ def sft(
     out: str | None = typer.Option(None, help="output directory", show_default=default(SFTConfig, "out")),
     steps: int | None = typer.Option(None, help="optimizer steps", show_default=default(SFTConfig, "steps")),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     overwrite: bool = typer.Option(False, help="start again in --out even if it holds a run (deletes its files)"),
     quiet: bool = QUIET,
 ) -> None:
     """Supervised fine-tuning on the references; held-out BLEU before and after."""
     from leafrl.sft import run_sft
 
-    cfg = settings.resolve(SFTConfig, data=data, model=model, out=out, steps=steps)
+    cfg = sources.resolve(SFTConfig, data=data, model=model, out=out, steps=steps)
     run_sft(cfg, console=Console(quiet=quiet), quiet=quiet, overwrite=overwrite)
 
 
 @app.command()
-@with_settings
+@with_config_sources
 def train(
     algo: str | None = typer.Option(None, help="leaf | grpo", show_default=default(TrainConfig, "algo")),
     model: str | None = MODEL,
@@ -182,7 +182,7 @@ def train(
     out: str | None = typer.Option(None, help="output directory", show_default=default(TrainConfig, "out")),
     steps: int | None = typer.Option(None, help="RL steps", show_default="the recipe's"),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     resume: Path | None = typer.Option(None, help="continue the run in this directory from its newest intact "
                                        "checkpoint, writing only there"),
     overwrite: bool = typer.Option(False, help="start again in --out even if it holds a run (deletes its files)"),
@@ -197,11 +197,11 @@ def train(
 
     console = Console(quiet=quiet)
     if resume is not None:
-        given = {"--algo": algo, "--model": model, "--data": data, "--out": out, "--config": settings.config,
-                 "--recipe": settings.recipe, "--builtin": settings.builtin}
-        cfg = resumed(resume, settings.set_, [name for name, value in given.items() if value is not None], steps)
+        given = {"--algo": algo, "--model": model, "--data": data, "--out": out, "--config": sources.config,
+                 "--recipe": sources.recipe, "--builtin": sources.builtin}
+        cfg = resumed(resume, sources.set_, [name for name, value in given.items() if value is not None], steps)
     else:
-        cfg = settings.resolve(TrainConfig, algo=algo, model=model, data=data, out=out, steps=steps)
+        cfg = sources.resolve(TrainConfig, algo=algo, model=model, data=data, out=out, steps=steps)
     summary = run_train(cfg, resume=resume is not None, overwrite=overwrite, quiet=quiet)
     if summary is not None:
         console.print(bleu_table(summary))

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from leafrl.cli_options import DATA, MODEL, QUIET, Settings, with_settings
+from leafrl.cli_options import DATA, MODEL, QUIET, ConfigSources, with_config_sources
 from leafrl.config import TrainConfig
 from leafrl.errors import UserError
 
@@ -24,12 +24,12 @@ SEED = typer.Option(0, help="seeds the sampling")
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``leafrl`` app."""
-    app.command("eval")(with_settings(eval_))
-    app.command()(with_settings(compare))
-    app.command()(with_settings(forks))
-    app.command()(with_settings(credit))
-    app.command()(with_settings(inspect))
-    app.command("plan")(with_settings(plan_))
+    app.command("eval")(with_config_sources(eval_))
+    app.command()(with_config_sources(compare))
+    app.command()(with_config_sources(forks))
+    app.command()(with_config_sources(credit))
+    app.command()(with_config_sources(inspect))
+    app.command("plan")(with_config_sources(plan_))
 
 
 def eval_(
@@ -44,7 +44,7 @@ def eval_(
                                                "(skipped without one: leafrl never downloads)"),
     out: Path = typer.Option(Path("runs/eval"), help="where predictions.jsonl and metrics.json go"),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     quiet: bool = QUIET,
 ) -> None:
     """Score a model (base, SFT, or base + a LoRA adapter) on a split: BLEU (lowercased and cased),
@@ -54,7 +54,7 @@ def eval_(
     from leafrl.viz.runs import metrics_table
 
     console = Console()  # --quiet hides the progress bars only
-    cfg = settings.resolve(TrainConfig, overrides=[] if passes is None else [f"eval.sampled_passes={passes}"],
+    cfg = sources.resolve(TrainConfig, overrides=[] if passes is None else [f"eval.sampled_passes={passes}"],
                            model=model, data=data)
     report = evaluate_split(cfg, adapter, split, limit, bertscore_model, out, console, quiet)
     for name, entry in report.metrics.items():
@@ -86,7 +86,7 @@ def compare(
                                          show_default="the last arm"),
     jobs: int = typer.Option(2, help="runs trained at once, in worker processes that split the cores"),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     quiet: bool = QUIET,
 ) -> None:
     """LEAF against GRPO (or any arms) from the same start at equal budget over several seeds:
@@ -99,7 +99,7 @@ def compare(
 
     console = Console()  # --quiet hides the progress bars only
     arms = parse_arms(algos)
-    base = settings.resolve(TrainConfig, model=model, data=data, steps=steps)
+    base = sources.resolve(TrainConfig, model=model, data=data, steps=steps)
     summary = run_compare(base, arms, _seeds(seeds), out, jobs=jobs, console=console, quiet=quiet,
                           reference=reference)
     console.print(Markdown((out / "report.md").read_text().split("## Plots")[0]))
@@ -112,7 +112,7 @@ def plan_(
     model: str | None = MODEL,
     data: str | None = DATA,
     *,
-    settings: Settings,
+    sources: ConfigSources,
     gpu_memory: float | None = typer.Option(None, help="GiB per GPU: also say the largest micro_batch that fits"),
     prompt_tokens: int | None = typer.Option(None, help="the longest prompt in tokens, audio included",
                                              show_default="measured on --data's train split (loads the model)"),
@@ -124,7 +124,7 @@ def plan_(
     from leafrl.plan import plan_report
     from leafrl.viz.runs import plan_view
 
-    cfg = settings.resolve(TrainConfig, model=model, data=data)
+    cfg = sources.resolve(TrainConfig, model=model, data=data)
     Console().print(plan_view(plan_report(cfg, prompt_tokens, gpu_memory), cfg))
 
 
@@ -138,7 +138,7 @@ def forks(
     seed: int = SEED,
     out: Path = typer.Option(Path("runs/forks"), help="where forks.csv and forks.png go"),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     quiet: bool = QUIET,
 ) -> None:
     """Fork-fire and usable fork-fire rates by boundary position, with Wilson 95% intervals
@@ -149,7 +149,7 @@ def forks(
     console = Console()  # --quiet hides the progress bars only
     runs = []
     for name, lora in adapters_for(model, adapter):
-        cfg = settings.resolve(TrainConfig, model=name, data=data)
+        cfg = sources.resolve(TrainConfig, model=name, data=data)
         runs.append((Path(cfg.model).name + ("" if lora is None else f" + {lora.name}"), cfg, lora))
     rates = run_forks(runs, split, limit, seed, out, console, quiet)
     for label, rows in rates.items():
@@ -167,7 +167,7 @@ def credit(
     seed: int = SEED,
     out: Path = typer.Option(Path("runs/credit"), help="where credit.json and credit.png go"),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     quiet: bool = QUIET,
 ) -> None:
     """Credit assignment measured without training: on the SAME rollouts, how GRPO, LEAF and every
@@ -177,7 +177,7 @@ def credit(
     from leafrl.viz.runs import credit_table
 
     console = Console()  # --quiet hides the progress bars only
-    cfg = settings.resolve(TrainConfig, model=model, data=data)
+    cfg = sources.resolve(TrainConfig, model=model, data=data)
     report = run_credit(cfg, adapter, split, limit, seed, out, console, quiet)
     console.print(credit_table(report, CREDIT_LABELS))
     console.print(f"table in {out / 'credit.json'}, plot in {out / 'credit.png'}")
@@ -194,7 +194,7 @@ def inspect(
     seed: int = SEED,
     html_out: Path = typer.Option(Path("runs/inspect.html"), "--html", help="the self-contained HTML page"),
     *,
-    settings: Settings,
+    sources: ConfigSources,
     quiet: bool = typer.Option(False, help="print nothing but the file written"),
 ) -> None:
     """The recovered tree of real rollouts: K responses per prompt with LEAF's boundaries (and
@@ -209,11 +209,11 @@ def inspect(
     console = Console()
     if rollouts is not None:
         saved = load_rollouts(rollouts)  # only the LEAF and GRPO settings matter, not the model
-        cfg = load_config(TrainConfig, recipe=settings.recipe_name, path=settings.config or run_config_of(saved),
-                          overrides=settings.set_)
+        cfg = load_config(TrainConfig, recipe=sources.recipe_name, path=sources.config or run_config_of(saved),
+                          overrides=sources.set_)
         views, source = saved_views(saved, items, cfg.leaf, cfg.grpo_std_floor), f"{saved.path} (step {saved.step})"
     else:
-        cfg = settings.resolve(TrainConfig, model=model, data=data)
+        cfg = sources.resolve(TrainConfig, model=model, data=data)
         views = sampled_views(cfg, adapter, split, items, seed, Console(quiet=quiet), quiet)
         source = f"{cfg.model} on {split} of {cfg.data}"
     for view in views if not quiet else []:

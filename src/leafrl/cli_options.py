@@ -1,8 +1,8 @@
 """Options and config resolution that the ``leafrl`` commands share (typer reads an Option's
 declaration; it holds no value).
 
-``@with_settings`` gives a command the four options that choose its settings, declared here
-once, and hands them to it as one ``Settings`` value: ``--recipe``, ``--builtin``, ``--config``
+``@with_config_sources`` gives a command the four options that choose its settings, declared here
+once, and hands them to it as one ``ConfigSources`` value: ``--recipe``, ``--builtin``, ``--config``
 and ``--set``.
 """
 
@@ -39,7 +39,7 @@ def default(config: type, field: str) -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
+class ConfigSources:
     """What a command's --recipe, --builtin, --config and --set chose."""
 
     recipe: str | None
@@ -66,17 +66,17 @@ class Settings:
         return cfg
 
 
-def with_settings(command: Callable) -> Callable:
-    """The command with --recipe, --builtin, --config and --set, passed to it as ``settings``."""
+def with_config_sources(command: Callable) -> Callable:
+    """The command with --recipe, --builtin, --config and --set, passed to it as ``sources``."""
     signature = inspect.signature(command)
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
              for name, kind, option in SETTINGS_OPTIONS]
-    own = [p for p in signature.parameters.values() if p.name != "settings"]
+    own = [p for p in signature.parameters.values() if p.name != "sources"]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        chosen = Settings(**{name: kwargs.pop(name) for name, _, _ in SETTINGS_OPTIONS})
-        return command(settings=chosen, **kwargs)
+        chosen = ConfigSources(**{name: kwargs.pop(name) for name, _, _ in SETTINGS_OPTIONS})
+        return command(sources=chosen, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *added])
     return wrapper

@@ -44,12 +44,8 @@ class Rollout:
     rewards: torch.Tensor | None = None
 
     @property
-    def k(self) -> int:
-        """Responses per prompt."""
-        return len(self.ids) // self.n_groups
-
-    @property
     def n_groups(self) -> int:
+        """G: the number of prompts."""
         return int(self.group_ids[-1]) + 1 if len(self.group_ids) else 0
 
     def scored(self, rewards: Sequence[float] | torch.Tensor) -> Rollout:
