@@ -104,7 +104,7 @@ def config_show(
     Console().print(settings_table(cfg, sources.recipe_name))
 
 
-def _demodefault(name: str) -> str:
+def _demo_default(name: str) -> str:
     """A build_demo default for --help, read from its signature (never restated here)."""
     import inspect
 
@@ -122,12 +122,12 @@ app.add_typer(data_app, name="data")
 def data_demo(
     out: Path | None = typer.Option(None, help="where to write it; commands find builtin:conventions by "
                                     "themselves", show_default="the leafrl cache"),
-    seed: int | None = typer.Option(None, help="random seed", show_default=_demodefault("seed")),
-    n_train: int | None = typer.Option(None, help="training rows", show_default=_demodefault("n_train")),
-    n_valid: int | None = typer.Option(None, help="validation rows", show_default=_demodefault("n_valid")),
-    n_test: int | None = typer.Option(None, help="test rows", show_default=_demodefault("n_test")),
+    seed: int | None = typer.Option(None, help="random seed", show_default=_demo_default("seed")),
+    n_train: int | None = typer.Option(None, help="training rows", show_default=_demo_default("n_train")),
+    n_valid: int | None = typer.Option(None, help="validation rows", show_default=_demo_default("n_valid")),
+    n_test: int | None = typer.Option(None, help="test rows", show_default=_demo_default("n_test")),
     workers: int | None = typer.Option(None, help="synthesis processes",
-                                       show_default=_demodefault("workers")),
+                                       show_default=_demo_default("workers")),
 ) -> None:
     """Synthesize the built-in spoken task with espeak-ng: En->De translation and spoken QA."""
     from leafrl.builtin import task_dir

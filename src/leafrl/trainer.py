@@ -401,11 +401,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             info = f"reward {row['reward_mean']:.3f}  kl {row['kl']:.4f}  clip {row['clip_frac']:.3f}"
             bar.update(task, completed=step, info=info + (f"  fork-fire {row['fork_fire_rate']:.2f}"
                                                           if "fork_fire_rate" in row else ""))
-        after = held_out(run) if not interrupt["stop"] else None
     logger.close()
-    if after is None:
+    if interrupt["stop"]:
         console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
         return None
+    after = held_out(run)
     if not main:
         return None
     after.save(run.out / "after.json")
