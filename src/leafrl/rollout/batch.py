@@ -1,4 +1,4 @@
-"""Examples -> model inputs through a family family: read each clip at the model's rate and
+"""Examples -> model inputs through a model family: read each clip at the model's rate and
 build each prompt with the family's chat template and audio placeholder."""
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torc
         else {"do_sample": False}
     if family.suppress_token_ids:
         sampling["suppress_tokens"] = family.suppress_token_ids
-    prompts = torch.arange(inputs["attention_mask"].shape[0], device=inputs["attention_mask"].device)
-    cache = prefill_prompts(model, inputs, prompts.repeat_interleave(num_samples), family.keeps_logits)
+    group_ids = grouped(num_samples, inputs["attention_mask"].shape[0], inputs["attention_mask"].device)  # [N]
+    cache = prefill_prompts(model, inputs, group_ids, family.keeps_logits)
     # with the prompts cached, generate reads only their tokens (the audio is in the cache)
     keys = [k for k in inputs if k in SEQUENCE_KEYS] if cache is not None else list(inputs)
     rows = repeat_rows({k: inputs[k] for k in keys}, num_samples, keys)
@@ -84,7 +84,6 @@ def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torc
     ids = out.sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out.sequences  # [N, T]
     mask = completion_mask(ids, family.eos_token_ids)
     ids = ids.masked_fill(~mask, family.pad_token_id)
-    group_ids = grouped(num_samples, len(prompts), ids.device)
     if surprisal is None:
         return Rollout(ids, mask, None, group_ids)
     steps = out.scores if surprisal == "processed" else out.logits
