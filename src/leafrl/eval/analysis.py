@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -143,14 +144,11 @@ def save_fork_rates(out: Path, rates: dict[str, list[ForkRate]], title: str) -> 
     """forks.csv (a row per model label and position) and forks.png (fires and usable, overlaid)."""
     from leafrl.viz.plots import rate_plot
 
-    out.mkdir(parents=True, exist_ok=True)
-    fields = ["model", *(f.name for f in dataclasses.fields(ForkRate))]
-    tmp = out / "forks.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fields)
-        writer.writeheader()
-        writer.writerows({"model": label, **dataclasses.asdict(r)} for label, rows in rates.items() for r in rows)
-    tmp.replace(out / "forks.csv")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, ["model", *(f.name for f in dataclasses.fields(ForkRate))])
+    writer.writeheader()
+    writer.writerows({"model": label, **dataclasses.asdict(r)} for label, rows in rates.items() for r in rows)
+    write_text_atomic(out / "forks.csv", table.getvalue())
     series = {}
     for label, rows in rates.items():
         series[f"{label}: fires"] = [(r.position, r.fire_rate, r.fire_low, r.fire_high) for r in rows]
