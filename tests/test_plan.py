@@ -93,9 +93,9 @@ def test_kv_cache_estimate_is_the_cache_a_prefill_keeps(tmp_path):
     with torch.no_grad():
         cache = prefill_prompts(model.eval(), inputs, torch.arange(rows), True)  # caches prompt - 1 tokens
     held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-    assert held == rollout_bytes(d, 4, rows, prompt - 1, 0)
+    assert held == rollout_bytes(d, 4, rows, prompt - 1, 0) - 2 * 4 * rows * d.vocab  # one step's scores beside
     assert rollout_bytes(d, 4, rows, prompt, 10) - rollout_bytes(d, 4, rows, prompt, 0) == (
-        2 * d.layers * d.kv * 10 * rows * 4 + 4 * 10 * rows * d.vocab)  # the cache grows; the scores kept
+        2 * d.layers * d.kv * 10 * rows * 4)  # the cache grows; the surprisal keeps one step's scores
 
 
 def test_optimizer_estimate_is_adamw_state_and_gradients(tmp_path):

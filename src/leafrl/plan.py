@@ -6,9 +6,10 @@ counts are exact; the rest is arithmetic on the text model's dimensions:
     weights      parameters x bytes of model_dtype (the LoRA in float32)
     optimizer    LoRA gradients and AdamW's two moments, float32: 12 bytes a trainable parameter
     rollout      one generate call of prompts_per_step x K rows: the KV cache of prompt and
-                 response, and the float32 scores [T, N, V] kept for the surprisal
-    update       one micro-batch's activations saved for the backward (float32 logits included),
-                 and the logits' gradient
+                 response, and one step's float32 scores [N, V] read for the surprisal
+    update       one micro-batch's activations saved for the backward (the hidden states the
+                 output head reads included), and one chunk of logits with its gradient (the
+                 log-probs are computed ``LOGITS_PER_CHUNK`` logits at a time)
 
 Activations per token and decoder layer, in bytes (b: bytes of model_dtype; h hidden, f FFN,
 kv the key/value width, r the LoRA rank), measured on transformers' decoders by
@@ -16,8 +17,8 @@ kv the key/value width, r the LoRA rank), measured on transformers' decoders by
 
     b (8h + 4f + kv) + 28r              (7 LoRA projections keep their rank-r output, float32)
     + 4 (6h + f) when b < 4              (peft casts each LoRA input to float32)
-    with gradient_checkpointing: b h (and b h more for the final norm), plus one layer's full
-    activations during its recompute
+    with gradient_checkpointing: b h (and 4h for the final norm, which keeps its input in float32),
+    plus one layer's full activations during its recompute
 
 Tokens with activations: a micro-batch of m rows shares its ceil(m / K) + 1 prompts (P tokens)
 and adds T tokens a row; checkpointed, every row reads its prompt whole: m (P + T). So
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 
 from leafrl.errors import UserError
+from leafrl.models.base import LOGITS_PER_CHUNK
 
 GIB = 2**30
 OVERHEAD = 1 * GIB
@@ -102,20 +104,24 @@ def layer_bytes(d: Dimensions, dtype_bytes: int, rank: int) -> int:
 def saved_bytes(d: Dimensions, dtype_bytes: int, rank: int, rows: int, k: int, prompt: int, response: int,
                 checkpointing: bool) -> int:
     """Tensors one micro-batch of ``rows`` keeps for its backward: the decoder layers' activations
-    (``layer_bytes``) and the float32 logits [rows, T, V]. Rows ``k`` at a time share a prompt."""
-    logits = 4 * rows * response * d.vocab
+    (``layer_bytes``) and the hidden states [rows, T, D] the output head reads (its logits are
+    recomputed chunk by chunk in the backward: ``completion_logprobs``). Rows ``k`` at a time share
+    a prompt."""
+    logits = rows * response * d.hidden * dtype_bytes
     if checkpointing:  # each layer keeps its input (and the final norm its); one layer at a time holds all
         tokens = rows * (prompt + response)
-        return tokens * dtype_bytes * d.hidden * (d.layers + 1) + tokens * layer_bytes(d, dtype_bytes, rank) + logits
+        norm = 4  # the final norm keeps its input in float32, whatever the model's dtype
+        return (tokens * d.hidden * (dtype_bytes * d.layers + norm) + tokens * layer_bytes(d, dtype_bytes, rank)
+                + logits)
     tokens = min(rows, math.ceil(rows / k) + 1) * prompt + rows * response
     return tokens * layer_bytes(d, dtype_bytes, rank) * d.layers + logits
 
 
 def rollout_bytes(d: Dimensions, dtype_bytes: int, rows: int, prompt: int, response: int) -> int:
-    """One generate call of ``rows``: KV cache of prompt and response, and the scores kept for
-    the surprisal (float32 [T, rows, V])."""
+    """One generate call of ``rows``: KV cache of prompt and response, and one step's scores with
+    their log-softmax for the surprisal (float32 [rows, V] twice; no step keeps its scores)."""
     cache = 2 * d.layers * d.kv * (prompt + response) * rows * dtype_bytes
-    return cache + 4 * response * rows * d.vocab
+    return cache + 2 * 4 * rows * d.vocab
 
 
 def plan(d: Dimensions, cfg: Any, dtype_bytes: int, prompt: int, micro_batch: int | None = None) -> Plan:
@@ -128,7 +134,8 @@ def plan(d: Dimensions, cfg: Any, dtype_bytes: int, prompt: int, micro_batch: in
     optimizer = 12 * d.trainable
     rollout = rollout_bytes(d, dtype_bytes, r.prompts_per_step * r.rollout_budget, prompt, r.max_new_tokens)
     update = saved_bytes(d, dtype_bytes, cfg.lora.rank, m, r.rollout_budget, prompt, r.max_new_tokens,
-                         cfg.gradient_checkpointing) + 4 * m * r.max_new_tokens * d.vocab  # the logits' gradient
+                         cfg.gradient_checkpointing) + 3 * 4 * min(m * r.max_new_tokens * d.vocab, LOGITS_PER_CHUNK)
+    # one chunk's logits at a time, with their softmax and gradient (``completion_logprobs``)
     return Plan(weights, optimizer, rollout, update, weights + optimizer + max(rollout, update), m)
 
 

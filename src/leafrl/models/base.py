@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from leafrl.audio.io import AudioError
 from leafrl.errors import UserError
@@ -36,6 +37,8 @@ class ModelFamily(Protocol):
     keeps_logits: the model's forward takes ``logits_to_keep`` (computes only the logits asked).
     suppress_token_ids: tokens a response must never contain (the audio placeholders: a sampled
         one would be read as an audio slot when the response is fed back to the model).
+    projector: the name of the module that maps audio features into the language model's inputs
+        (None without audio); ``leafrl sft`` with finetune "lora+projector" trains it in full.
     rows_encode_alone: a row's inputs do not depend on the other rows of its batch beyond the
         prompt's left padding (Whisper-style features padded to a fixed window do not; features
         padded to the batch's longest clip do), so rows can be encoded once and batched later
@@ -59,6 +62,7 @@ class ModelFamily(Protocol):
     eos_token_ids: list[int]
     keeps_logits: bool
     suppress_token_ids: list[int]
+    projector: str | None
     rows_encode_alone: bool
 
     @classmethod
@@ -266,6 +270,83 @@ def checkpointed(model: Any) -> bool:
     return model.training and any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
 
+LOGITS_PER_CHUNK = 1 << 24
+"""Logits ``completion_logprobs`` computes at once (110 positions at V = 152k). In float32 a chunk
+is 64 MiB, over glibc's largest mmap threshold (32 MiB): on CPU it goes back to the system when freed."""
+
+
+class LastPositionHead:
+    """While open (``with``), the model's output head (``get_output_embeddings``) is handed only
+    the last position of the hidden states it receives, so a forward computes logits [N, 1, V]
+    whatever its length; ``hidden`` keeps what the head received last ([N, L, D])."""
+
+    def __init__(self, model: Any):
+        self.head = getattr(model, "module", model).get_output_embeddings()  # DDP keeps the model in .module
+        if self.head is None:
+            raise RuntimeError(f"{type(model).__name__}: get_output_embeddings() is None (no output head)")
+        self.hidden: torch.Tensor | None = None
+
+    def _keep_last(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        hidden = args[0] if args else kwargs["input"]
+        self.hidden = hidden
+        if hidden.dim() != 3:  # not [N, L, D]: left whole (completion_logprobs then refuses it)
+            return args, kwargs
+        return ((hidden[:, -1:], *args[1:]), kwargs) if args else (args, kwargs | {"input": hidden[:, -1:]})
+
+    def __enter__(self) -> LastPositionHead:
+        self.hidden = None
+        self.handle = self.head.register_forward_pre_hook(self._keep_last, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+
+def _head_transforms(model: Any) -> list[tuple[str, Any]]:
+    """What a family may do to its head's output, as (name, fn): what its text config says
+    (Granite: / logits_scaling; Cohere: * logit_scale; Gemma 2 on: final_logit_softcapping), then nothing."""
+    text = getattr(model, "module", model).config.get_text_config()
+    scaling, scale, cap = (getattr(text, k, None) for k in ("logits_scaling", "logit_scale", "final_logit_softcapping"))
+
+    def configured(x: torch.Tensor) -> torch.Tensor:  # in the order of the families' own forwards
+        x = x / scaling if isinstance(scaling, (int, float)) and scaling != 1 else x
+        x = x * scale if isinstance(scale, (int, float)) and scale != 1 else x
+        return torch.tanh(x / cap) * cap if isinstance(cap, (int, float)) and cap else x
+
+    return [(f"logits_scaling {scaling}, logit_scale {scale}, final_logit_softcapping {cap}", configured),
+            ("the head's output as is", lambda x: x)]
+
+
+@torch.no_grad()
+def _head_transform(model: Any, head: Any, hidden: torch.Tensor, logits: torch.Tensor) -> Any:
+    """The function of the head's output that gives the model's logits, checked where the model
+    computed them: ``hidden`` [N, D] (the head's input), ``logits`` [N, V] (the model's output).
+    The text config proposes; the model's own logits decide (transformers 5's Granite Speech, for
+    one, returns its head's output without its text config's logits_scaling). RuntimeError naming
+    the model class when no candidate fits: no silent wrong log-probs on an unknown family."""
+    candidates, want = _head_transforms(model), logits.float()
+    if want.numel() == 0:  # no rows: nothing to check, nothing to compute
+        return candidates[0][1]
+    scale = max(1.0, float(want.nan_to_num(0, 0, 0).abs().max()))  # infinities (masked tokens) must match
+    tolerance = (1e-4 if logits.dtype == torch.float32 else 1e-2) * scale
+    out = head(hidden)
+    for _, fn in candidates:
+        if torch.isclose(fn(out).float(), want, rtol=0, atol=tolerance).all():
+            return fn
+    raise RuntimeError(f"{type(model).__name__}: its logits are not its output head's ({type(head).__name__}) "
+                       f"output under any transformation leafrl knows (tried: "
+                       f"{'; '.join(name for name, _ in candidates)}); leafrl cannot compute its log-probs")
+
+
+def _token_logprobs(head: Any, transform: Any, temperature: float, hidden: torch.Tensor,
+                    ids: torch.Tensor) -> torch.Tensor:
+    """log softmax(transform(head(hidden)) / temperature)[ids] -> [C] float32; hidden [C, D], ids [C]."""
+    logits = transform(head(hidden)).float()  # [C, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logits.gather(1, ids[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
 def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor,
                         completion_mask: torch.Tensor, keeps_logits: bool,
                         prompt_of_row: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
@@ -275,14 +356,17 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
     (["input_ids"] / ["attention_mask"] [G, P] plus the family's audio keys) or as
     ``embed_prompts`` does (["inputs_embeds"] [G, P, D], ["attention_mask"]);
     completion_ids [N, T] int, completion_mask [N, T] bool; prompt_of_row [N] long in [0, G):
-    the prompt that row i continues (default: prompt i, G == N).
+    the prompt that row i continues (default: prompt i, G == N). Logits are never held for all
+    N x T positions at once: the model's forward computes them for its last position only, and
+    the log-probs of the masked positions come from its output head ``LOGITS_PER_CHUNK`` logits at
+    a time (under grad, each recomputed in the backward): memory O(N T D), not O(N T V).
     Each prompt runs once however many rows continue it (``prefill_prompts``); then the rows
     run their last prompt token and completion. Under activation checkpointing (``checkpointed``)
     each row runs its prompt and completion whole instead: the same log-probs and gradients.
     Whatever the model's dtype, the log-softmax is taken in float32. Positions follow
     ``generate``'s convention, so on-policy ratios are exactly 1. keeps_logits: the model takes
-    ``logits_to_keep``.
-    temperature: log-probs of softmax(logits / temperature), the distribution sampled from.
+    ``logits_to_keep``. temperature: log-probs of softmax(logits / temperature), the distribution
+    sampled from. A family's scaling of its head's output is checked (``_head_transform``).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -297,7 +381,8 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
         raise ValueError(f"completion_ids / completion_mask: expected the same [N, T] with T >= 1, got "
                          f"{list(completion_ids.shape)} and {list(completion_mask.shape)}")
     shared = not checkpointed(model)  # a checkpointed layer keeps no cache: then rows run whole
-    cache = prefill_prompts(model, inputs, prompt_of_row, keeps_logits) if shared else None
+    with LastPositionHead(model) as last:  # the prompts' logits are never needed
+        cache = prefill_prompts(model, inputs, prompt_of_row, keeps_logits) if shared else None
     prompt_mask = inputs["attention_mask"][prompt_of_row]
     attention = torch.cat([prompt_mask, completion_mask[:, :-1].to(prompt_mask.dtype)], 1)  # [N, P + T - 1]
     start = prompt_mask.shape[1] - 1 if shared else 0  # the prompt's last token on, or all of it
@@ -312,11 +397,21 @@ def completion_logprobs(model: Any, inputs: dict[str, torch.Tensor], completion_
         tail = {"input_ids": torch.cat([inputs["input_ids"][prompt_of_row, start:], completion_ids[:, :-1]], 1)}
         if not shared:  # the audio too, once per row
             tail |= {k: v[prompt_of_row] for k, v in inputs.items() if k not in SEQUENCE_KEYS}
-    kw = {"logits_to_keep": t} if keeps_logits and not shared else {}
-    out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=shared,
-                **kw)
-    logits = out.logits[:, -t:].float()  # [N, T, V]: position P - 1 + j predicts completion token j
-    if temperature != 1.0:
-        logits = logits / temperature
-    picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
-    return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)
+    with last:  # the model computes the logits of its last position only; the head's input is kept
+        out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                     use_cache=shared)
+    if last.hidden is None or last.hidden.dim() != 3 or last.hidden.shape[0] != n or last.hidden.shape[1] < t:
+        raise RuntimeError(f"{type(model).__name__}: its forward did not hand its output head "
+                           f"({type(last.head).__name__}) hidden states [{n}, >= {t}, D]")
+    hidden = last.hidden[:, -t:]  # [N, T, D]: position P - 1 + j predicts completion token j
+    transform = _head_transform(model, last.head, hidden[:, -1], out.logits[:, -1])
+    size = max(1, LOGITS_PER_CHUNK // out.logits.shape[-1])
+    del out
+    picked_hidden, picked_ids = hidden[completion_mask], completion_ids[completion_mask]  # [M, D], [M]
+    grad = torch.is_grad_enabled() and any(x.requires_grad for x in (picked_hidden, *last.head.parameters()))
+    # under grad, the backward recomputes each chunk's logits instead of keeping them all
+    parts = [checkpoint(_token_logprobs, last.head, transform, temperature, h, ids, use_reentrant=False) if grad
+             else _token_logprobs(last.head, transform, temperature, h, ids)
+             for h, ids in zip(picked_hidden.split(size), picked_ids.split(size))]  # chunks, not tokens
+    logp = torch.cat(parts) if parts else picked_hidden.new_zeros(0, dtype=torch.float32)  # [M]
+    return torch.zeros(n, t, dtype=torch.float32, device=hidden.device).masked_scatter(completion_mask, logp)

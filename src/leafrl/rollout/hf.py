@@ -13,8 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from leafrl.models.base import SEQUENCE_KEYS, ModelFamily, prefill_prompts, repeat_rows
+from leafrl.models.base import SEQUENCE_KEYS, LastPositionHead, ModelFamily, prefill_prompts, repeat_rows
 from leafrl.rollout.record import Rollout, grouped
 
 SURPRISAL_SOURCES = ("processed", "raw")
@@ -46,6 +55,76 @@ def completion_mask(ids: torch.Tensor, eos_token_ids: list[int]) -> torch.Tensor
     return (ended.long().cumsum(1) - ended.long()) == 0
 
 
+class SampledSurprisal(LogitsProcessor):
+    """-log softmax(scores)[sampled token] of each ``generate`` step -> ``surprisal`` [N, T] float32,
+    read from the scores this logits processor is handed (its place in the processor list decides
+    which: first, the model's own logits; last, the distribution sampled from; it returns them
+    unchanged). The token is sampled after the processors run: ``read``, a stopping criterion that
+    ``generate`` calls with it in the same step, reads its score and lets the scores go. So no
+    [N, V] tensor outlives its step (generate's ``output_scores`` keeps all T of them).
+    """
+
+    def __init__(self, max_new_tokens: int) -> None:
+        self.max_new_tokens = max_new_tokens
+        self.surprisal: torch.Tensor | None = None  # [N, max_new_tokens], filled step by step
+        self.steps = 0
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's scores [N, V], lse [N]
+        self.read = _ReadSampled(self)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        self.pending = (scores, torch.logsumexp(scores.float(), -1))
+        return scores
+
+    def sampled(self, ids: torch.Tensor) -> None:
+        """The tokens [N] sampled from the pending scores."""
+        scores, lse = self.pending
+        self.pending = None
+        if self.surprisal is None:
+            self.surprisal = lse.new_zeros(len(ids), self.max_new_tokens)
+        if self.steps < self.max_new_tokens:  # a step generate undoes (a deferred stop) is not kept
+            self.surprisal[:, self.steps] = lse - scores.float().gather(1, ids[:, None]).squeeze(1)
+        self.steps += 1
+
+    def finish(self, ids: torch.Tensor) -> torch.Tensor:
+        """The surprisal [N, T] float32 of the completion ``ids`` [N, T] that ``generate`` returned."""
+        n, t = ids.shape
+        if t > min(self.steps, self.max_new_tokens):
+            raise RuntimeError(f"generate returned {t} tokens but sampled {self.steps}")
+        return self.surprisal[:, :t] if t else ids.new_zeros((n, 0), dtype=torch.float32)
+
+
+class _ReadSampled(StoppingCriteria):
+    """Hands each step's sampled tokens to a ``SampledSurprisal``; never stops anything."""
+
+    def __init__(self, recorder: SampledSurprisal) -> None:
+        self.recorder = recorder
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self.recorder.sampled(input_ids[:, -1])
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def sampling_processors(family: ModelFamily, do_sample: bool, temperature: float, top_p: float,
+                        surprisal: str | None, max_new_tokens: int, device: torch.device | str = "cpu",
+                        ) -> tuple[list[LogitsProcessor], SampledSurprisal | None]:
+    """The logits processors of a rollout's ``generate``, in transformers' own order (token
+    suppression, then temperature and top-p when sampling), with a ``SampledSurprisal`` first
+    ("raw") or last ("processed"). transformers runs processors given to ``generate`` before the
+    temperature and top-p it builds itself, so these build them: ``generate`` must then be given
+    temperature 1, top_p 1 and no suppress_tokens."""
+    chain: list[LogitsProcessor] = []
+    if family.suppress_token_ids:
+        chain.append(SuppressTokensLogitsProcessor(family.suppress_token_ids, device=device))
+    if do_sample and temperature is not None and temperature != 1.0:
+        chain.append(TemperatureLogitsWarper(float(temperature)))
+    if do_sample and top_p is not None and top_p < 1.0:
+        chain.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    recorder = SampledSurprisal(max_new_tokens) if surprisal is not None else None
+    if recorder is not None:
+        chain = [recorder, *chain] if surprisal == "raw" else [*chain, recorder]
+    return chain, recorder
+
+
 @torch.no_grad()
 def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torch.Tensor], *,
                          max_new_tokens: int, num_samples: int = 1, do_sample: bool = True,
@@ -60,44 +139,35 @@ def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torc
     generation_config that reshape the distribution (``RESHAPING``) are turned off.
     surprisal: "processed" reads -log p from the distribution actually sampled from (after
     temperature and top-p: the LEAF authors' choice), "raw" from the model's own logits,
-    None skips it (greedy evaluation).
+    None skips it (greedy evaluation). It is read as each token is sampled (``SampledSurprisal``):
+    no step's [N, V] scores outlive the step.
     """
     if surprisal is not None and surprisal not in SURPRISAL_SOURCES:
         raise ValueError(f"surprisal must be one of {SURPRISAL_SOURCES} or None, got {surprisal!r}")
-    # the no-op values override what the checkpoint's generation_config sets (see RESHAPING)
+    # the no-op values override what the checkpoint's generation_config sets (see RESHAPING);
+    # temperature, top-p and the suppressed tokens are the processors' (sampling_processors)
     sampling = {name: off for name, off in RESHAPING.items() if hasattr(model.generation_config, name)}
-    sampling |= {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
+    sampling |= {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0} if do_sample \
         else {"do_sample": False}
-    if family.suppress_token_ids:
-        sampling["suppress_tokens"] = family.suppress_token_ids
-    group_ids = grouped(num_samples, inputs["attention_mask"].shape[0], inputs["attention_mask"].device)  # [N]
-    cache = prefill_prompts(model, inputs, group_ids, family.keeps_logits)
+    device = inputs["attention_mask"].device
+    processors, recorder = sampling_processors(family, do_sample, temperature, top_p, surprisal, max_new_tokens,
+                                               device)
+    group_ids = grouped(num_samples, inputs["attention_mask"].shape[0], device)  # [N]
+    with LastPositionHead(model):  # the prompts' logits are not needed
+        cache = prefill_prompts(model, inputs, group_ids, family.keeps_logits)
     # with the prompts cached, generate reads only their tokens (the audio is in the cache)
     keys = [k for k in inputs if k in SEQUENCE_KEYS] if cache is not None else list(inputs)
     rows = repeat_rows({k: inputs[k] for k in keys}, num_samples, keys)
-    out = model.generate(**rows, past_key_values=cache, **sampling, max_new_tokens=max_new_tokens,
-                         pad_token_id=family.pad_token_id, eos_token_id=family.eos_token_ids,
-                         return_dict_in_generate=True,
-                         output_scores=surprisal == "processed", output_logits=surprisal == "raw")
+    sequences = model.generate(**rows, past_key_values=cache, **sampling, max_new_tokens=max_new_tokens,
+                               logits_processor=LogitsProcessorList(processors),
+                               stopping_criteria=StoppingCriteriaList([recorder.read] if recorder else []),
+                               pad_token_id=family.pad_token_id, eos_token_id=family.eos_token_ids,
+                               return_dict_in_generate=True).sequences
     # generate returns the prompt ids in front of the completion, or only the completion when
     # it was given embeddings (``models.embed_prompts``)
-    ids = out.sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out.sequences  # [N, T]
+    ids = sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else sequences  # [N, T]
     mask = completion_mask(ids, family.eos_token_ids)
     ids = ids.masked_fill(~mask, family.pad_token_id)
-    if surprisal is None:
+    if recorder is None:
         return Rollout(ids, mask, None, group_ids)
-    steps = out.scores if surprisal == "processed" else out.logits
-    return Rollout(ids, mask, sampled_surprisal(steps, ids).masked_fill(~mask, 0.0), group_ids)
-
-
-def sampled_surprisal(steps: tuple[torch.Tensor, ...], ids: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """-log softmax(step_t)[ids_t] -> [N, T] float32, from generate's per-step [N, V] scores.
-
-    Steps are stacked ``chunk`` at a time, so memory stays at [N, chunk, V] for large vocabularies.
-    """
-    out = []
-    for start in range(0, len(steps), chunk):  # a loop over chunks of steps, not tokens
-        block = torch.stack(steps[start:start + chunk], 1).float()  # [N, c, V]
-        picked = block.gather(2, ids[:, start:start + chunk, None]).squeeze(2)
-        out.append(torch.logsumexp(block, -1) - picked)
-    return torch.cat(out, 1) if out else ids.new_zeros(ids.shape, dtype=torch.float32)
+    return Rollout(ids, mask, recorder.finish(ids).masked_fill(~mask, 0.0), group_ids)
