@@ -72,10 +72,12 @@ def test_eval_names_a_bad_adapter(trained, tmp_path, capsys):
 def test_metrics_report_per_task_with_wer_for_transcripts():
     examples = [Example(id=f"r{i}", audio=None, prompt="p", reference=ref, task=task, meta={})
                 for i, (ref, task) in enumerate([("a b c d", "asr"), ("x y", "ast"), ("e f g h", "asr")])]
-    greedy = EvalResult(0.0, 0.0, ["a b c x", "x y", "e f g h"])
-    passes = [EvalResult(0.0, 0.0, ["a b c d", "x", "e f g h"]), EvalResult(0.0, 0.0, ["a b x x", "x y", "e f g"])]
+    greedy = EvalResult(0.0, 0.0, ["a b c x", "x y", "e f g h"], [True, True, False])
+    passes = [EvalResult(0.0, 0.0, ["a b c d", "x", "e f g h"], [False] * 3),
+              EvalResult(0.0, 0.0, ["a b x x", "x y", "e f g"], [False] * 3)]
     report = metrics_report(examples, Evaluation(greedy, passes))
     assert set(report) == {"all", "asr", "ast"} and report["asr"]["rows"] == 2
+    assert [report[part]["truncated_greedy"] for part in ("all", "asr", "ast")] == [2, 1, 1]
     assert report["asr"]["greedy"]["wer"] == pytest.approx(100 / 8)  # 1 of 8 words
     assert "wer" not in report["ast"]["greedy"] and "wer" not in report["all"]["greedy"]
     # sampled WER of the asr rows: pass 1 0/8, pass 2 3/8 -> mean 18.75, std 26.517

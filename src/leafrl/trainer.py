@@ -320,6 +320,7 @@ def train_step(run: Run, step: int, record: Path | None = None) -> dict:
     by_group = rollout.rewards.view(-1, run.cfg.rollout.rollout_budget)
     row = {"reward_mean": rollout.rewards.mean().item(), "reward_std": rollout.rewards.std().item(),
            "response_tokens": rollout.mask.sum(1).float().mean().item(),
+           "truncated": rollout.truncated(run.family.eos_token_ids).float().mean().item(),
            "equal_reward_groups": (by_group.amax(1) == by_group.amin(1)).sum().item(), **metrics, **engine, **times}
     return mean_over_processes(acc, row)
 
@@ -338,16 +339,16 @@ def held_out(run: Run) -> HeldOut:
                       temperature=e.temperature, top_p=e.top_p, seed=e.seed + acc.process_index,
                       batch_size=e.batch_size)
 
-    def in_row_order(predictions: list[str]) -> list[str]:
+    def in_row_order(values: list) -> list:
         if acc.num_processes == 1:
-            return predictions
+            return values
         from accelerate.utils import gather_object
 
-        return [text for _, text in sorted(gather_object(list(zip(rows, predictions))))]
+        return [value for _, value in sorted(gather_object(list(zip(rows, values))))]
 
     references = [ex.reference for ex in run.valid]
-    greedy = score_predictions(in_row_order(result.greedy.predictions), references)
-    sampled = [score_predictions(in_row_order(r.predictions), references) for r in result.sampled]
+    greedy, *sampled = [score_predictions(in_row_order(r.predictions), references, in_row_order(r.truncated))
+                        for r in (result.greedy, *result.sampled)]
     passes = torch.tensor([r.bleu for r in sampled])
     return HeldOut(greedy.bleu, float(passes.mean()) if sampled else None,
                    (float(passes.std()) if len(passes) > 1 else 0.0) if sampled else None,

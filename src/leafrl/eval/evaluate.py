@@ -25,6 +25,7 @@ class EvalResult:
     bleu: float  # lowercased corpus BLEU (the paper's evaluation)
     bleu_cased: float
     predictions: list[str]
+    truncated: list[bool]  # per prediction: cut at max_new_tokens before an end-of-sequence token
 
 
 @dataclass(frozen=True)
@@ -55,31 +56,36 @@ def evaluate(model: Any, family: ModelFamily, examples: Sequence[Any], *, max_ne
     model.eval()
     greedy: list[str] = []
     sampled: list[list[str]] = [[] for _ in range(sampled_passes)]
+    cut: list[bool] = []
+    cut_sampled: list[list[bool]] = [[] for _ in range(sampled_passes)]
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         inputs = to_model(encode_examples(family, chunk), model)
         out = generate_completions(model, family, inputs, do_sample=False, max_new_tokens=max_new_tokens,
                                    surprisal=None)
         greedy += [p.strip() for p in family.decode(out.ids)]
+        cut += out.truncated(family.eos_token_ids).tolist()
         if sampled_passes:
             out = generate_completions(model, family, inputs, num_samples=sampled_passes, do_sample=True,
                                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                        surprisal=None)
             texts = [p.strip() for p in family.decode(out.ids)]
+            ended = out.truncated(family.eos_token_ids).tolist()
             for j in range(sampled_passes):  # row i * passes + j is sample j of prompt i
                 sampled[j] += texts[j::sampled_passes]
+                cut_sampled[j] += ended[j::sampled_passes]
         if progress is not None:
             progress(len(greedy))
     model.train(was_training)
     references = [ex.reference for ex in examples]
-    return Evaluation(score_predictions(greedy, references),
-                      [score_predictions(texts, references) for texts in sampled])
+    return Evaluation(score_predictions(greedy, references, cut),
+                      [score_predictions(texts, references, c) for texts, c in zip(sampled, cut_sampled)])
 
 
-def score_predictions(predictions: list[str], references: list[str]) -> EvalResult:
+def score_predictions(predictions: list[str], references: list[str], truncated: list[bool]) -> EvalResult:
     """Lowercased and cased corpus BLEU of ``predictions`` against ``references``."""
     return EvalResult(corpus_bleu(predictions, references), corpus_bleu(predictions, references, lowercase=False),
-                      predictions)
+                      predictions, truncated)
 
 
 WER_TASKS = ("asr", "transcribe", "transcription")  # tasks whose output is a transcript: WER is reported
@@ -102,7 +108,8 @@ def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore
         def score(predictions: list[str], refs: list[str] = refs, rows: list[int] = rows, wer: bool = wer) -> dict:
             return text_metrics([predictions[i] for i in rows], refs, wer=wer, bertscore_model=bertscore_model)
 
-        entry: dict[str, Any] = {"rows": len(rows), "greedy": score(evaluation.greedy.predictions)}
+        entry: dict[str, Any] = {"rows": len(rows), "greedy": score(evaluation.greedy.predictions),
+                                 "truncated_greedy": sum(evaluation.greedy.truncated[i] for i in rows)}
         if evaluation.sampled:
             passes = [score(r.predictions) for r in evaluation.sampled]
             values = {key: torch.tensor([p[key] for p in passes], dtype=torch.float64) for key in passes[0]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from leafrl.models.base import (
     to_model,
     trim_padding,
 )
+from leafrl.models.gguf import pretrained_args
 from leafrl.models.granite_speech import GraniteSpeechFamily
 from leafrl.models.qwen2_audio import Qwen2AudioFamily
 from leafrl.models.text_lm import TextLMFamily
@@ -56,9 +58,10 @@ def family_of(model_type: str) -> type:
 
 
 def load_speech_lm(name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, ModelFamily]:
-    """(model, family) for a hub name, a local directory in the standard HF layout or a built-in
-    base model (``builtin:NAME``). A path that is no model, a config.json that is not JSON and
-    weights that do not load raise one UserError naming the path and the cause."""
+    """(model, family) for a hub name, a local directory in the standard HF layout, a GGUF file (or
+    a directory holding one) or a built-in base model (``builtin:NAME``). A path that is no model,
+    a config.json that is not JSON and weights that do not load raise one UserError naming the
+    path and the cause."""
     from safetensors import SafetensorError
 
     name_or_path = locate(name_or_path)
@@ -71,21 +74,28 @@ def load_speech_lm(name_or_path: str, *, dtype: torch.dtype | None = None) -> tu
 
 def model_config(name_or_path: str) -> Any:
     """The transformers config of a local model directory (checked first, so a mistake names the
-    path), a hub name or a built-in base model (``builtin:NAME``)."""
+    path), a GGUF file, a hub name or a built-in base model (``builtin:NAME``)."""
     from transformers import AutoConfig
 
     name_or_path = locate(name_or_path)
     path = Path(name_or_path).expanduser()
+    source, kwargs = pretrained_args(name_or_path)
+    if kwargs:  # a GGUF file: its header holds the config
+        try:
+            return AutoConfig.from_pretrained(source, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError, struct.error) as err:  # struct: a cut-off header
+            raise UserError(f"model {path}: not a GGUF model transformers reads ({_first_line(err)})") from err
     if path.is_dir():
         file = path / "config.json"
         if not file.is_file():
-            raise UserError(f"model {path}: no config.json there (not a model saved in the Hugging Face layout)")
+            raise UserError(f"model {path}: no config.json there (neither a model saved in the Hugging Face "
+                            "layout nor a directory holding a GGUF file)")
         try:
             json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"model {file}: not valid JSON ({err})") from err
     elif path.exists():
-        raise UserError(f"model {path}: a file, not a model directory")
+        raise UserError(f"model {path}: a file, but not a GGUF one (.gguf); give a model directory or a GGUF file")
     elif not HUB_NAME.fullmatch(str(name_or_path)):
         raise UserError(f"model directory not found: {name_or_path}")
     try:
@@ -96,7 +106,7 @@ def model_config(name_or_path: str) -> Any:
 
 
 def locate(name_or_path: str) -> str:
-    """The directory of a built-in base model (``builtin:NAME``), or ``name_or_path`` itself."""
+    """Where a built-in base model (``builtin:NAME``) is, or ``name_or_path`` itself."""
     from leafrl.builtin import locate_model
 
     return locate_model(name_or_path)
@@ -141,8 +151,9 @@ def context_length(model: Any) -> int | None:
 
 
 def attach_lora(model: Any, *, rank: int, alpha: int, dropout: float,
-                projections: tuple[str, ...] = LORA_PROJECTIONS) -> Any:
-    """Wrap ``model`` in a peft LoRA on the language model's ``projections``.
+                projections: tuple[str, ...] = LORA_PROJECTIONS, full: tuple[str, ...] = ()) -> Any:
+    """Wrap ``model`` in a peft LoRA on the language model's ``projections``; the modules named in
+    ``full`` (e.g. a family's ``projector``) are trained in full beside it (peft's modules_to_save).
 
     Audio encoders are left frozen: only modules under a ``language_model`` (multimodal
     models) or, for text-only models, every matching module is targeted.
@@ -153,7 +164,8 @@ def attach_lora(model: Any, *, rank: int, alpha: int, dropout: float,
     multimodal = any("language_model" in name for name, _ in model.named_modules())
     scope = r".*language_model.*\." if multimodal else r"(.*\.)?"
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=f"{scope}({names})", task_type="CAUSAL_LM")
+                        target_modules=f"{scope}({names})", task_type="CAUSAL_LM",
+                        modules_to_save=list(full) or None)
     return get_peft_model(model, config)
 
 

@@ -42,6 +42,7 @@ class GraniteSpeechFamily:
     rows_encode_alone: bool = False  # log-mel features padded to the batch's longest clip
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "input_features_mask")
     keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
+    projector: str = "projector"
     max_audio_seconds: None = None  # block attention: no fixed feature window
     sampling_rate: int = field(init=False)
     pad_token_id: int = field(init=False)

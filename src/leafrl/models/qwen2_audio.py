@@ -24,6 +24,7 @@ class Qwen2AudioFamily:
     rows_encode_alone: bool = True  # Whisper features: every clip padded to the fixed window
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask", "input_features", "feature_attention_mask")
     keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
+    projector: str = "multi_modal_projector"
     sampling_rate: int = field(init=False)
     max_audio_seconds: float = field(init=False)
     pad_token_id: int = field(init=False)

@@ -15,6 +15,7 @@ import torch
 
 from leafrl.errors import UserError
 from leafrl.models.base import eos_token_ids, prepare_tokenizer, takes_logits_to_keep
+from leafrl.models.gguf import pretrained_args
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TextLMFamily:
     rows_encode_alone: bool = True  # text only
     row_keys: tuple[str, ...] = ("input_ids", "attention_mask")
     keeps_logits: bool = True  # set at load from the model's forward (takes_logits_to_keep)
+    projector: None = None
     sampling_rate: None = None
     max_audio_seconds: None = None
     pad_token_id: int = field(init=False)
@@ -34,8 +36,9 @@ class TextLMFamily:
     def load(cls, name_or_path: str, *, dtype: torch.dtype | None = None) -> tuple[Any, TextLMFamily]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+        source, kwargs = pretrained_args(name_or_path)  # a GGUF file: its directory and gguf_file=
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
         return model, cls(tokenizer, eos_token_ids(model, tokenizer), keeps_logits=takes_logits_to_keep(model))
 
     def __post_init__(self) -> None:

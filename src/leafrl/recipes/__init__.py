@@ -71,7 +71,8 @@ def model_note(name: str, cfg: Any) -> str | None:
     """A warning when a built-in recipe's settings, chosen for its own model, are used with
     another model (``cfg.model``, a TrainConfig's or an SFTConfig's); None otherwise."""
     kind = KINDS[type(cfg).__name__]
-    if not name.startswith(BUILTIN_PREFIX) or _same_model(cfg.model, read(type(cfg), name).get("model")):
+    own = read(type(cfg), name).get("model")
+    if not name.startswith(BUILTIN_PREFIX) or _same_model(cfg.model, own):
         return None
     if kind == "sft":
         if cfg.align_steps == 0:
@@ -79,8 +80,8 @@ def model_note(name: str, cfg: Any) -> str | None:
         return (f"recipe {name} trains a fresh tiny SALLM from scratch (align_steps {cfg.align_steps}, lr 2e-3, "
                 f"all weights); for {cfg.model} set align_steps=0, finetune and a small optim.lr "
                 "(`leafrl config show --sft` lists them)")
-    return (f"recipe {name}'s settings were chosen for the 3M-parameter built-in model (LoRA r16, lr 3e-4, 32 new "
-            f"tokens); for {cfg.model} start from the paper's with --recipe paper (`leafrl recipes`)")
+    return (f"recipe {name}'s settings were chosen for its own model, {own} (`leafrl config show --recipe {name}`); "
+            f"for {cfg.model} start from the paper's with --recipe paper (`leafrl recipes`)")
 
 
 def _same_model(a: str | None, b: str | None) -> bool:

@@ -48,6 +48,12 @@ class Rollout:
         """G: the number of prompts."""
         return int(self.group_ids[-1]) + 1 if len(self.group_ids) else 0
 
+    def truncated(self, eos_token_ids: Sequence[int]) -> torch.Tensor:
+        """[N] bool: the responses cut at the length limit, with no end-of-sequence token (their
+        text is a prefix of what the model would have said: worth a warning, not silence)."""
+        ended = torch.isin(self.ids, torch.tensor(list(eos_token_ids), device=self.ids.device)) & self.mask
+        return ~ended.any(1)
+
     def scored(self, rewards: Sequence[float] | torch.Tensor) -> Rollout:
         """This rollout with ``rewards`` [N]."""
         return replace(self, rewards=torch.as_tensor(rewards, dtype=torch.float32, device=self.ids.device))
