@@ -78,7 +78,7 @@ class Qwen2AudioFamily:
         with the encoder's attention masked past each clip as in the model's own forward."""
         from transformers.masking_utils import create_bidirectional_mask
 
-        core = model.model
+        core = (model.get_base_model() if hasattr(model, "get_base_model") else model).model  # under a peft LoRA too
         features = inputs["input_features"]
         encoded, lengths = core.audio_tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(1))
         positions = (features.shape[-1] - 2) // 2 + 1  # after the encoder's strided convolution
