@@ -16,7 +16,7 @@ from leafrl.models import completion_logprobs, load_speech_lm
 from leafrl.models.base import eos_token_ids
 from leafrl.models.gguf import SMOLLM2_WHEEL, smollm2_gguf
 from leafrl.rollout.batch import encode_targets
-from leafrl.rollout.hf import completion_mask, generate_completions
+from leafrl.rollout.hf import completion_mask, generate_completions, stop_string_ends
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
 if importlib.util.find_spec(SMOLLM2_WHEEL) is None:
@@ -83,8 +83,30 @@ def test_the_generation_configs_eos_list_ends_responses(smollm2):
         ends = [i for i, t in enumerate(real) if t in stops]
         assert ends in ([], [len(real) - 1])  # at most one end token, the last real one
         assert ends or len(real) == 24  # no end: cut at the limit, and counted as truncated
-    assert (out.truncated(stops) == torch.tensor([not any(t in stops for t in r[m].tolist())
-                                                  for r, m in zip(out.ids, out.mask)])).all()
+    assert (out.truncated(stops, 24) == torch.tensor([not any(t in stops for t in r[m].tolist())
+                                                      for r, m in zip(out.ids, out.mask)])).all()
+
+
+def test_the_generation_configs_stop_strings_end_responses(smollm2):
+    model, family = smollm2
+    tok = family.tokenizer
+    ids = torch.tensor([tok("A red car is fast.", add_special_tokens=False)["input_ids"]])
+    ends = stop_string_ends(ids, tok, ["car"])[0].tolist()
+    assert ends.count(True) == 1 and tok.decode(ids[0, : ends.index(True) + 1]).endswith("car")
+    model.generation_config.stop_strings = ["car"]
+    try:
+        inputs = family.encode([family.build_prompt("Write one sentence about a red car.")], None, ["r0"])
+        torch.manual_seed(0)
+        out = generate_completions(model, family, inputs, max_new_tokens=24, num_samples=6, temperature=1.0)
+    finally:
+        model.generation_config.stop_strings = None
+    stopped = 0
+    for row, mask in zip(out.ids, out.mask):
+        real = row[mask]
+        assert "car" not in tok.decode(real[:-1])  # nothing after the stop string is kept
+        stopped += "car" in tok.decode(real)
+    assert stopped >= 1 and not out.truncated(family.eos_token_ids, 24)[[
+        "car" in tok.decode(r[m]) for r, m in zip(out.ids, out.mask)]].any()
 
 
 def run(args, capsys):

@@ -65,5 +65,6 @@ def test_truncated_responses_are_those_without_an_end():
     ids = torch.tensor([[5, 6, eos, pad], [5, 6, 7, 8], [eos, pad, pad, pad]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
     rollout = Rollout(ids, mask, None, torch.tensor([0, 0, 0]))
-    assert rollout.truncated([eos]).tolist() == [False, True, False]
-    assert rollout.truncated([eos, 7]).tolist() == [False, False, False]
+    assert rollout.truncated([eos], limit=4).tolist() == [False, True, False]
+    assert rollout.truncated([eos, 8], limit=4).tolist() == [False, False, False]  # ended on its last token
+    assert rollout.truncated([eos], limit=5).tolist() == [False, False, False]  # under the limit: it stopped

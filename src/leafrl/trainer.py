@@ -318,9 +318,9 @@ def train_step(run: Run, step: int, record: Path | None = None) -> dict:
     metrics = update(run, inputs, rollout, adv, ref, step)
     tick("update")
     by_group = rollout.rewards.view(-1, run.cfg.rollout.rollout_budget)
+    cut = rollout.truncated(run.family.eos_token_ids, run.cfg.rollout.max_new_tokens)  # [N]
     row = {"reward_mean": rollout.rewards.mean().item(), "reward_std": rollout.rewards.std().item(),
-           "response_tokens": rollout.mask.sum(1).float().mean().item(),
-           "truncated": rollout.truncated(run.family.eos_token_ids).float().mean().item(),
+           "response_tokens": rollout.mask.sum(1).float().mean().item(), "truncated": cut.float().mean().item(),
            "equal_reward_groups": (by_group.amax(1) == by_group.amin(1)).sum().item(), **metrics, **engine, **times}
     return mean_over_processes(acc, row)
 

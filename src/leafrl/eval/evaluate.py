@@ -64,13 +64,13 @@ def evaluate(model: Any, family: ModelFamily, examples: Sequence[Any], *, max_ne
         out = generate_completions(model, family, inputs, do_sample=False, max_new_tokens=max_new_tokens,
                                    surprisal=None)
         greedy += [p.strip() for p in family.decode(out.ids)]
-        cut += out.truncated(family.eos_token_ids).tolist()
+        cut += out.truncated(family.eos_token_ids, max_new_tokens).tolist()
         if sampled_passes:
             out = generate_completions(model, family, inputs, num_samples=sampled_passes, do_sample=True,
                                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                        surprisal=None)
             texts = [p.strip() for p in family.decode(out.ids)]
-            ended = out.truncated(family.eos_token_ids).tolist()
+            ended = out.truncated(family.eos_token_ids, max_new_tokens).tolist()
             for j in range(sampled_passes):  # row i * passes + j is sample j of prompt i
                 sampled[j] += texts[j::sampled_passes]
                 cut_sampled[j] += ended[j::sampled_passes]

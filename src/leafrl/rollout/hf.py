@@ -49,10 +49,31 @@ def reshaping_settings(model: Any) -> dict[str, Any]:
             and value != off and not (name == "top_k" and value == 0)}
 
 
-def completion_mask(ids: torch.Tensor, eos_token_ids: list[int]) -> torch.Tensor:
-    """[N, T] True up to and including each row's first end-of-sequence token."""
+def completion_mask(ids: torch.Tensor, eos_token_ids: list[int], stops: torch.Tensor | None = None) -> torch.Tensor:
+    """[N, T] True up to and including each row's first end: an end-of-sequence token, or a token
+    where ``stops`` [N, T] bool is True (the last token of a stop string)."""
     ended = torch.isin(ids, torch.tensor(eos_token_ids, device=ids.device))
+    if stops is not None:
+        ended |= stops
     return (ended.long().cumsum(1) - ended.long()) == 0
+
+
+def stop_strings(model: Any) -> list[str]:
+    """The stop strings of the checkpoint's generation config (none: [])."""
+    value = getattr(model.generation_config, "stop_strings", None)
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def stop_string_ends(ids: torch.Tensor, tokenizer: Any, strings: list[str]) -> torch.Tensor:
+    """[N, T] bool: True at each token with which a row's text so far ends in one of ``strings``.
+    transformers' own ``StopStringCriteria`` (what ``generate`` stops on) is asked at every
+    position; a loop over positions, run only for checkpoints that set stop strings."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    criteria = StopStringCriteria(tokenizer, strings)
+    if ids.shape[1] == 0:
+        return torch.zeros_like(ids, dtype=torch.bool)
+    return torch.stack([criteria(ids[:, : j + 1], None) for j in range(ids.shape[1])], 1)
 
 
 class SampledSurprisal(LogitsProcessor):
@@ -136,7 +157,8 @@ def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torc
 
     Each prompt is read once (``models.prefill_prompts``) and its cache repeated for its
     samples, so the prompt tokens do not run once per sample. Settings of the checkpoint's
-    generation_config that reshape the distribution (``RESHAPING``) are turned off.
+    generation_config that reshape the distribution (``RESHAPING``) are turned off; its eos list
+    and stop strings end responses (a response ends with the token that completes a stop string).
     surprisal: "processed" reads -log p from the distribution actually sampled from (after
     temperature and top-p: the LEAF authors' choice), "raw" from the model's own logits,
     None skips it (greedy evaluation). It is read as each token is sampled (``SampledSurprisal``):
@@ -149,6 +171,9 @@ def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torc
     sampling = {name: off for name, off in RESHAPING.items() if hasattr(model.generation_config, name)}
     sampling |= {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0} if do_sample \
         else {"do_sample": False}
+    strings = stop_strings(model)  # the checkpoint's; generate needs the tokenizer to find them
+    if strings:
+        sampling |= {"stop_strings": strings, "tokenizer": family.tokenizer}
     device = inputs["attention_mask"].device
     processors, recorder = sampling_processors(family, do_sample, temperature, top_p, surprisal, max_new_tokens,
                                                device)
@@ -166,7 +191,8 @@ def generate_completions(model: Any, family: ModelFamily, inputs: dict[str, torc
     # generate returns the prompt ids in front of the completion, or only the completion when
     # it was given embeddings (``models.embed_prompts``)
     ids = sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else sequences  # [N, T]
-    mask = completion_mask(ids, family.eos_token_ids)
+    stops = stop_string_ends(ids, family.tokenizer, strings) if strings else None
+    mask = completion_mask(ids, family.eos_token_ids, stops)
     ids = ids.masked_fill(~mask, family.pad_token_id)
     if recorder is None:
         return Rollout(ids, mask, None, group_ids)

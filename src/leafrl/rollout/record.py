@@ -48,11 +48,13 @@ class Rollout:
         """G: the number of prompts."""
         return int(self.group_ids[-1]) + 1 if len(self.group_ids) else 0
 
-    def truncated(self, eos_token_ids: Sequence[int]) -> torch.Tensor:
-        """[N] bool: the responses cut at the length limit, with no end-of-sequence token (their
-        text is a prefix of what the model would have said: worth a warning, not silence)."""
-        ended = torch.isin(self.ids, torch.tensor(list(eos_token_ids), device=self.ids.device)) & self.mask
-        return ~ended.any(1)
+    def truncated(self, eos_token_ids: Sequence[int], limit: int) -> torch.Tensor:
+        """[N] bool: the responses cut at the length limit (``limit`` real tokens, the last no
+        end-of-sequence token): a prefix of what the model would have said, worth counting. A stop
+        string completed by exactly the last allowed token counts as cut too."""
+        lengths = self.mask.sum(1)  # [N]
+        last = self.ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        return (lengths >= limit) & ~torch.isin(last, torch.tensor(list(eos_token_ids), device=self.ids.device))
 
     def scored(self, rewards: Sequence[float] | torch.Tensor) -> Rollout:
         """This rollout with ``rewards`` [N]."""
