@@ -62,10 +62,10 @@ def plan_view(report: Any, cfg: Any) -> Group:
     what = {"weights": "the model, the LoRA in float32",
             "optimizer": "LoRA gradients and AdamW moments (float32)",
             "rollout": f"{r.prompts_per_step} prompts x K {r.rollout_budget}: KV cache of {report.prompt_tokens} "
-                       f"prompt + {r.max_new_tokens} new tokens, and the scores kept for the surprisal",
+                       f"prompt + {r.max_new_tokens} new tokens, and one step's scores for the surprisal",
             "update": f"micro_batch {p.micro_batch}: activations"
-                      f"{' (checkpointed)' if cfg.gradient_checkpointing else ''} and the float32 logits with "
-                      "their gradient",
+                      f"{' (checkpointed)' if cfg.gradient_checkpointing else ''}, and one chunk of float32 "
+                      "logits with its gradient",
             "peak": f"weights + optimizer + the larger of rollout and update (on a GPU add about "
                     f"{OVERHEAD / GIB:.0f} GiB of CUDA context and workspace)"}
     for name, text in what.items():
