@@ -404,9 +404,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                                                           if "fork_fire_rate" in row else ""))
     logger.close()
     if interrupt["stop"]:
+        run.accelerator.end_training()
         console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
         return None
     after = held_out(run)
+    # the processes' last collective: a process leaving with its process group alive aborts (gloo)
+    run.accelerator.end_training()
     if not main:
         return None
     after.save(run.out / "after.json")
