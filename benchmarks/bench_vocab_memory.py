@@ -2,8 +2,8 @@
 vocabulary-sized tensors for every token: the update's log-probs (``completion_logprobs``:
 forward and backward of a 6 x 200 minibatch, LoRA) and a rollout's surprisal
 (``generate_completions``: 48 rows x 200 new tokens, "processed" surprisal), the old way
-(full [N, T, V] float32 logits; every step's [N, V] scores kept by ``generate``; both copied
-below) against the current one.
+(full [N, T, V] float32 logits; every step's [N, V] scores kept by ``generate``; both kept in
+tests/reference_logprobs.py) against the current one.
 
     python benchmarks/bench_vocab_memory.py [--quick] [--rows-update 6] [--rows-rollout 48] [--tokens 200]
 
@@ -36,80 +36,11 @@ from types import SimpleNamespace
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_logprobs import reference_logprobs, reference_rollout  # noqa: E402  (the old way)
+
 VOCAB = 151_936
 EOS = 1  # suppressed: every row generates all its tokens
-
-
-def old_completion_logprobs(model, inputs, completion_ids, completion_mask, keeps_logits, prompt_of_row=None,
-                            temperature=1.0):
-    """The old ``completion_logprobs``: the model's logits [N, T, V] in float32, log-softmax, gather."""
-    from leafrl.models.base import SEQUENCE_KEYS, checkpointed, generation_positions, prefill_prompts
-
-    g = inputs["attention_mask"].shape[0]
-    n, t = completion_ids.shape
-    if prompt_of_row is None:
-        prompt_of_row = torch.arange(g, device=completion_ids.device)
-    shared = not checkpointed(model)
-    cache = prefill_prompts(model, inputs, prompt_of_row, keeps_logits) if shared else None
-    prompt_mask = inputs["attention_mask"][prompt_of_row]
-    attention = torch.cat([prompt_mask, completion_mask[:, :-1].to(prompt_mask.dtype)], 1)
-    start = prompt_mask.shape[1] - 1 if shared else 0
-    positions = generation_positions(attention)[:, start:]
-    if "inputs_embeds" in inputs:
-        embed = getattr(model, "module", model).get_input_embeddings()
-        embeds = inputs["inputs_embeds"]
-        tail = {"inputs_embeds": torch.cat([embeds[prompt_of_row, start:],
-                                            embed(completion_ids[:, :-1]).to(embeds.dtype)], 1)}
-    else:
-        tail = {"input_ids": torch.cat([inputs["input_ids"][prompt_of_row, start:], completion_ids[:, :-1]], 1)}
-        if not shared:
-            tail |= {k: v[prompt_of_row] for k, v in inputs.items() if k not in SEQUENCE_KEYS}
-    kw = {"logits_to_keep": t} if keeps_logits and not shared else {}
-    out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=shared,
-                **kw)
-    logits = out.logits[:, -t:].float()  # [N, T, V]
-    if temperature != 1.0:
-        logits = logits / temperature
-    picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
-    return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)
-
-
-@torch.no_grad()
-def old_generate_completions(model, family, inputs, *, max_new_tokens, num_samples=1, do_sample=True,
-                             temperature=1.0, top_p=1.0, surprisal="processed"):
-    """The old ``generate_completions``: generate keeps every step's [N, V] scores, read after."""
-    from leafrl.models.base import SEQUENCE_KEYS, prefill_prompts, repeat_rows
-    from leafrl.rollout.hf import RESHAPING, completion_mask
-    from leafrl.rollout.record import Rollout, grouped
-
-    sampling = {name: off for name, off in RESHAPING.items() if hasattr(model.generation_config, name)}
-    sampling |= {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
-        else {"do_sample": False}
-    if family.suppress_token_ids:
-        sampling["suppress_tokens"] = family.suppress_token_ids
-    group_ids = grouped(num_samples, inputs["attention_mask"].shape[0], inputs["attention_mask"].device)
-    cache = prefill_prompts(model, inputs, group_ids, family.keeps_logits)
-    keys = [k for k in inputs if k in SEQUENCE_KEYS] if cache is not None else list(inputs)
-    rows = repeat_rows({k: inputs[k] for k in keys}, num_samples, keys)
-    out = model.generate(**rows, past_key_values=cache, **sampling, max_new_tokens=max_new_tokens,
-                         pad_token_id=family.pad_token_id, eos_token_id=family.eos_token_ids,
-                         return_dict_in_generate=True,
-                         output_scores=surprisal == "processed", output_logits=surprisal == "raw")
-    ids = out.sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out.sequences
-    mask = completion_mask(ids, family.eos_token_ids)
-    ids = ids.masked_fill(~mask, family.pad_token_id)
-    steps = out.scores if surprisal == "processed" else out.logits
-    return Rollout(ids, mask, old_sampled_surprisal(steps, ids).masked_fill(~mask, 0.0), group_ids)
-
-
-def old_sampled_surprisal(steps, ids, chunk=32):
-    """-log softmax(step_t)[ids_t] -> [N, T] float32, from generate's per-step [N, V] scores."""
-    out = []
-    for start in range(0, len(steps), chunk):
-        block = torch.stack(steps[start:start + chunk], 1).float()  # [N, c, V]
-        picked = block.gather(2, ids[:, start:start + chunk, None]).squeeze(2)
-        out.append(torch.logsumexp(block, -1) - picked)
-    return torch.cat(out, 1) if out else ids.new_zeros(ids.shape, dtype=torch.float32)
 
 
 def rss_bytes() -> int:
@@ -146,7 +77,7 @@ def update(way: str, rows: int, tokens: int) -> tuple[dict, callable]:
     for p in model.parameters():  # LoRA B starts at 0: give it weight, so the gradients have a path
         if p.requires_grad:
             p.data.normal_(0, 0.02)
-    fn = old_completion_logprobs if way == "old" else completion_logprobs
+    fn = reference_logprobs if way == "old" else completion_logprobs
     lora = [p for p in model.parameters() if p.requires_grad]
 
     def call(n: int, t: int) -> dict:
@@ -165,7 +96,7 @@ def rollout(way: str, rows: int, tokens: int):
 
     model = tiny_model()
     family = SimpleNamespace(suppress_token_ids=[EOS], eos_token_ids=[EOS], pad_token_id=0, keeps_logits=True)
-    fn = old_generate_completions if way == "old" else generate_completions
+    fn = reference_rollout if way == "old" else generate_completions
     k = 8
 
     def call(n: int, t: int) -> dict:

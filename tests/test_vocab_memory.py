@@ -1,7 +1,7 @@
 """Vocabulary-sized memory: ``completion_logprobs`` computes its log-probs from the output head in
 chunks (never [N, T, V] at once) and rollouts read the surprisal as they sample (never T steps of
-[N, V] scores), with the numbers of the plain implementations they replaced (copied here as the
-readable references) on tiny random-config models of several families."""
+[N, V] scores), with the numbers of the plain implementations they replaced (the readable
+references in reference_logprobs.py) on tiny random-config models of several families."""
 
 from types import SimpleNamespace
 
@@ -12,70 +12,12 @@ from conftest import TEXTS, TINY, noise
 from leafrl.models import EMBEDDED_KEYS, attach_lora, checkpoint_activations, embed_prompts, load_speech_lm, repeat_rows
 from leafrl.models import base as models_base
 from leafrl.models.base import (
-    SEQUENCE_KEYS,
     LastPositionHead,
     checkpointed,
     completion_logprobs,
-    generation_positions,
-    prefill_prompts,
 )
-from leafrl.rollout.hf import RESHAPING, SampledSurprisal, completion_mask, generate_completions
-from leafrl.rollout.record import Rollout, grouped
-
-
-def reference_logprobs(model, inputs, completion_ids, completion_mask, keeps_logits, prompt_of_row=None,
-                       temperature=1.0):
-    """The plain implementation: the model's logits [N, T, V] in float32, log-softmax, gather."""
-    g = inputs["attention_mask"].shape[0]
-    n, t = completion_ids.shape
-    if prompt_of_row is None:
-        prompt_of_row = torch.arange(g)
-    shared = not checkpointed(model)
-    cache = prefill_prompts(model, inputs, prompt_of_row, keeps_logits) if shared else None
-    prompt_mask = inputs["attention_mask"][prompt_of_row]
-    attention = torch.cat([prompt_mask, completion_mask[:, :-1].to(prompt_mask.dtype)], 1)
-    start = prompt_mask.shape[1] - 1 if shared else 0
-    positions = generation_positions(attention)[:, start:]
-    if "inputs_embeds" in inputs:
-        embeds = inputs["inputs_embeds"]
-        tail = {"inputs_embeds": torch.cat([embeds[prompt_of_row, start:],
-                                            model.get_input_embeddings()(completion_ids[:, :-1]).to(embeds.dtype)], 1)}
-    else:
-        tail = {"input_ids": torch.cat([inputs["input_ids"][prompt_of_row, start:], completion_ids[:, :-1]], 1)}
-        if not shared:
-            tail |= {k: v[prompt_of_row] for k, v in inputs.items() if k not in SEQUENCE_KEYS}
-    kw = {"logits_to_keep": t} if keeps_logits and not shared else {}
-    out = model(**tail, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=shared,
-                **kw)
-    logits = out.logits[:, -t:].float()  # [N, T, V]
-    if temperature != 1.0:
-        logits = logits / temperature
-    picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
-    return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)
-
-
-def reference_rollout(model, family, inputs, *, max_new_tokens, num_samples=1, do_sample=True, temperature=1.0,
-                      top_p=1.0, surprisal="processed"):
-    """The plain rollout: generate keeps every step's [N, V] scores (or logits), read after."""
-    sampling = {name: off for name, off in RESHAPING.items() if hasattr(model.generation_config, name)}
-    sampling |= {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
-        else {"do_sample": False}
-    if family.suppress_token_ids:
-        sampling["suppress_tokens"] = family.suppress_token_ids
-    group_ids = grouped(num_samples, inputs["attention_mask"].shape[0], inputs["attention_mask"].device)
-    cache = prefill_prompts(model, inputs, group_ids, family.keeps_logits)
-    keys = [k for k in inputs if k in SEQUENCE_KEYS] if cache is not None else list(inputs)
-    rows = repeat_rows({k: inputs[k] for k in keys}, num_samples, keys)
-    out = model.generate(**rows, past_key_values=cache, **sampling, max_new_tokens=max_new_tokens,
-                         pad_token_id=family.pad_token_id, eos_token_id=family.eos_token_ids,
-                         return_dict_in_generate=True,
-                         output_scores=surprisal == "processed", output_logits=surprisal == "raw")
-    ids = out.sequences[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out.sequences
-    mask = completion_mask(ids, family.eos_token_ids)
-    ids = ids.masked_fill(~mask, family.pad_token_id)
-    block = torch.stack(out.scores if surprisal == "processed" else out.logits, 1).float()  # [N, T, V]
-    picked = block.gather(2, ids[:, :, None]).squeeze(2)
-    return Rollout(ids, mask, (torch.logsumexp(block, -1) - picked).masked_fill(~mask, 0.0), group_ids)
+from leafrl.rollout.hf import SampledSurprisal, generate_completions
+from reference_logprobs import reference_logprobs, reference_rollout
 
 
 def text_model(kind, vocab=300):
