@@ -109,6 +109,8 @@ def test_builtin_references_resolve_where_models_and_data_are_read(monkeypatch, 
     from leafrl.models import load_speech_lm, model_config
 
     assert builtin.locate_model("builtin:conventions") == builtin.base_model()
+    assert builtin.locate_model("builtin:local") == str(builtin.base_model_dir("local"))
+    assert load_speech_lm("builtin:local")[1].name == "qwen2_audio"
     assert builtin.locate_model("some/model") == "some/model" and builtin.locate_data("d") == "d"
     assert model_config("builtin:conventions").model_type == "qwen2_audio"
     assert load_speech_lm("builtin:conventions")[1].name == "qwen2_audio"
@@ -116,8 +118,9 @@ def test_builtin_references_resolve_where_models_and_data_are_read(monkeypatch, 
         builtin.locate_model("builtin:nope")
     made = []
     (tmp_path / "valid.jsonl").write_text("")
-    monkeypatch.setattr(builtin, "prepare_task", lambda console: made.append(1) or tmp_path)
-    assert split_source("builtin:conventions", "valid") == str(tmp_path / "valid.jsonl") and made == [1]
+    monkeypatch.setattr(builtin, "prepare_task", lambda console, name: made.append(name) or tmp_path)
+    assert split_source("builtin:conventions", "valid") == str(tmp_path / "valid.jsonl") and made == ["conventions"]
+    assert split_source("builtin:local", "valid") == str(tmp_path / "valid.jsonl") and made[-1] == "local"
     monkeypatch.setenv("LEAFRL_CACHE", str(tmp_path / "empty"))
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="before starting several processes"):

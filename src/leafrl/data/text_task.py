@@ -41,7 +41,7 @@ def build_text_task(out_dir: Path, *, seed: int = 0, n_train: int = 5000, n_vali
     """Write the text task of the spoken task drawn with these settings (about half its rows: the
     QA ones) into ``out_dir``; its summary (a no-op returning it when already built)."""
     sizes = {"train": n_train, "valid": n_valid, "test": n_test}
-    _check_args(sizes, 16000, 1, seed)
+    _check_args(sizes, 16000, 1, seed, "conventions")
     out_dir = Path(out_dir)
     settings = {"seed": seed, **{f"n_{s}": n for s, n in sizes.items()}, "format_version": FORMAT_VERSION}
     summary_path = out_dir / "summary.json"

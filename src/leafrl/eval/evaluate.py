@@ -131,8 +131,9 @@ def significance(before: HeldOut, after: HeldOut, references: list[str]) -> tupl
 
 @dataclass(frozen=True)
 class EvalReport:
-    """metrics.json of ``leafrl eval``: what was scored, and ``metrics_report``'s metrics per part
-    ("all" and each task)."""
+    """metrics.json of ``leafrl eval``: what was scored, ``metrics_report``'s metrics per part
+    ("all" and each task), and on the built-in local task the per-slot errors
+    (``leafrl.data.local_corpus.slot_report``: "greedy", and "sampled" over the sampled passes)."""
 
     model: str
     adapter: str | None
@@ -144,6 +145,19 @@ class EvalReport:
     """How METEOR matched words (exact+stem, plus WordNet synonyms where the corpus is installed)."""
     bertscore: str
     metrics: dict[str, dict]
+    slots: dict[str, dict] | None = None
+
+
+def slots_of(data: Any, references: list[str], greedy: list[str], sampled: list[list[str]]) -> dict | None:
+    """The per-slot errors of the greedy and sampled predictions when ``data`` is the built-in local
+    task (``builtin:local``), else None."""
+    from leafrl.builtin import builtin_name
+    from leafrl.data.local_corpus import slot_report
+
+    if builtin_name(data) != "local":
+        return None
+    return {"greedy": slot_report(references, [greedy]),
+            **({"sampled": slot_report(references, sampled)} if sampled else {})}
 
 
 def evaluate_split(cfg: Any, adapter: Path | None, split: str, limit: int | None, bertscore_model: str | None,
@@ -166,7 +180,9 @@ def evaluate_split(cfg: Any, adapter: Path | None, split: str, limit: int | None
     report = EvalReport(cfg.model, None if adapter is None else str(adapter), cfg.data, split, len(examples),
                         e.sampled_passes, meteor_matching(),
                         bertscore_model or "skipped: no --bertscore-model (leafrl never downloads one)",
-                        metrics_report(examples, result, bertscore_model=bertscore_model))
+                        metrics_report(examples, result, bertscore_model=bertscore_model),
+                        slots_of(cfg.data, [ex.reference for ex in examples], result.greedy.predictions,
+                                 [r.predictions for r in result.sampled]))
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "metrics.json", json.dumps(dataclasses.asdict(report), indent=2))
     rows = [{"id": ex.id, "task": ex.task, "reference": ex.reference, "greedy": result.greedy.predictions[i],

@@ -36,6 +36,22 @@ def shares_table(before: dict[str, float], after: dict[str, float], title: str) 
     return table
 
 
+def slots_table(slots: dict[str, dict]) -> Table:
+    """The built-in local task's slots (``leafrl.eval.evaluate.slots_of``): per kind, the greedy
+    answers' error rate, and the sampled passes' error rate (pass@1) and pass@K."""
+    sampled = slots.get("sampled", {})
+    k = next((key for key in next(iter(sampled.values()), {}) if key.startswith("pass@") and key != "pass@1"), None)
+    table = Table(title="inflection slots: share with the wrong form")
+    for column in ("slot", "slots", "greedy", *(["sampled (pass@1)", f"right in some pass ({k})"] if k else [])):
+        table.add_column(column, justify="left" if column == "slot" else "right")
+    for kind, entry in slots["greedy"].items():
+        cells = [f"{entry['error']:.0%}"]
+        if k:
+            cells += [f"{sampled[kind]['error']:.0%}", f"{sampled[kind][k]:.0%}"]
+        table.add_row(kind, str(entry["slots"]), *cells)
+    return table
+
+
 def metrics_table(entry: dict, title: str) -> Table:
     """One split's metrics (``leafrl.eval.evaluate.metrics_report``): greedy, and sampled mean +- std."""
     table = Table(title=title)
@@ -99,8 +115,10 @@ def bleu_table(summary: Any) -> Table:
 def run_report(run_dir: Path, data: str, examples: int) -> Group:
     """What a finished run did to the held-out rows: the first ``examples`` rows' greedy answers
     before and after, and, on the built-in task, how often the answers follow its conventions."""
+    from leafrl.builtin import builtin_name
     from leafrl.data import load_split
     from leafrl.data.base_corpus import convention_shares
+    from leafrl.eval.evaluate import slots_of
     from leafrl.summary import HeldOut
 
     before, after = (HeldOut.load(run_dir / f"{name}.json").greedy for name in ("before", "after"))
@@ -108,22 +126,35 @@ def run_report(run_dir: Path, data: str, examples: int) -> Group:
     shown = rows[:examples]
     parts = [examples_table([ex.id for ex in shown], [ex.reference for ex in shown], before[:examples],
                             after[:examples])]
-    if (shares := convention_shares(rows, before)) is not None:
+    if (shares := convention_shares(rows, before)) is not None and builtin_name(data) != "local":
         parts.append(shares_table(shares, convention_shares(rows, after), "how the greedy answers are written "
                                   "(share of each task's rows; \"task\": the built-in task's own convention)"))
+    if (slots := slots_of(data, [ex.reference for ex in rows], before, [])) is not None:
+        after_slots = slots_of(data, [ex.reference for ex in rows], after, [])["greedy"]
+        parts.append(shares_table({kind: v["error"] for kind, v in slots["greedy"].items()},
+                                  {kind: v["error"] for kind, v in after_slots.items()},
+                                  "greedy answers' slots with the wrong form (share of each kind's slots)"))
     return Group(*parts)
 
 
 def credit_table(report: Any, labels: dict[str, str]) -> Table:
-    """``leafrl credit``'s estimators (a ``CreditReport``) with each metric's 95% interval."""
+    """``leafrl credit``'s estimators (a ``CreditReport``) with each metric's 95% interval, the
+    AUC's share of the way to the ceiling, and the recommended estimator against LEAF."""
     table = Table(title=f"credit assignment on {report.items} items x K {report.k} ({report.split}); "
                         "[95% bootstrap over items]")
     table.add_column("estimator")
     for label in labels.values():
         table.add_column(label, justify="right")
+    table.add_column("AUC: share of the way to the ceiling", justify="right")
     for name, metrics in report.estimators.items():
-        table.add_row(name, *(f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
-                              for m in (metrics[key] for key in labels)))
+        cells = [f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]" if (m := metrics.get(key)) else "-"
+                 for key in labels]
+        share = report.share_of_ceiling.get(name)
+        label = f"{name} (recommended)" if name == report.recommended else name
+        table.add_row(label, *cells, "-" if share is None else f"{share:.0%}")
+    d = report.recommended_minus_leaf
+    table.caption = (f"ceiling: an oracle that knows the wrong tokens but gives each trie segment one value. "
+                     f"{report.recommended} - leaf AUC: {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (paired)")
     return table
 
 
