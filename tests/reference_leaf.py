@@ -141,6 +141,42 @@ def reference_grpo(rewards, group_ids, std_floor=1 / 3):
     return out
 
 
+def reference_trie_segments(responses, group_ids):
+    """Per row, each token's segment along its path through its group's prefix trie: a new
+    segment starts at every position p > 0 where another row of the group stops sharing the
+    prefix (p = LCP of the two rows, below the row's length)."""
+    out = []
+    for i, y in enumerate(responses):
+        cuts = {_lcp(y, responses[j]) for j in range(len(responses)) if j != i and group_ids[j] == group_ids[i]}
+        out.append([sum(1 for c in cuts if 0 < c <= t) for t in range(len(y))])
+    return out
+
+
+def reference_leafrl(responses, rewards, group_ids, std_floor=1 / 3):
+    """leafrl's credit, literally: token t of row i gets
+    (r_i - mean(group) + contrast) / (max(std(group), std_floor) + 1e-6), where contrast is the mean
+    reward of the group's OTHER rows holding token y_i[t] minus the mean reward of all other rows,
+    or r_i minus that mean when no other row holds it. Returns (advantages, contrasts) per row."""
+    adv = [[0.0] * len(y) for y in responses]
+    contrast = [[0.0] * len(y) for y in responses]
+    for gid in dict.fromkeys(group_ids):
+        rows = [i for i in range(len(responses)) if group_ids[i] == gid]
+        if len(rows) < 2:
+            continue
+        rs = {i: float(rewards[i]) for i in rows}
+        m = sum(rs.values()) / len(rows)
+        std = math.sqrt(sum((r - m) ** 2 for r in rs.values()) / (len(rows) - 1))
+        for i in rows:
+            others = [j for j in rows if j != i]
+            mean_others = sum(rs[j] for j in others) / len(others)
+            for t, token in enumerate(responses[i]):
+                holding = [rs[j] for j in others if token in responses[j]]
+                c = (sum(holding) / len(holding) if holding else rs[i]) - mean_others
+                contrast[i][t] = c
+                adv[i][t] = (rs[i] - m + c) / (max(std, std_floor) + 1e-6)
+    return adv, contrast
+
+
 if __name__ == "__main__":
     # Spec "Worked example": y1,y2,y3 share 3 tokens, y1,y2 share 7, y4 shares nothing.
     ys = [list(range(1, 11)),

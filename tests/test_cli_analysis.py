@@ -119,9 +119,11 @@ def test_credit_report_on_the_worked_example():
 
     rollout, vocab = worked_example_rollouts(6)
     reference = [[vocab[w] for w in EXAMPLE[0].split()]] * 6  # response 1 is the reference
-    report = credit_report(rollout, reference, LeafConfig(), 1 / 3, eos_token_ids=[10_000], n_samples=200)
-    assert list(report) == ["grpo", *variants(LeafConfig())]
+    report, difference = credit_report(rollout, reference, LeafConfig(), 1 / 3, eos_token_ids=[10_000], n_samples=200)
+    assert list(report) == ["grpo", "leafrl", *variants(LeafConfig()), "ceiling"]
     assert report["grpo"]["auc"]["value"] == 0.5
+    assert list(report["ceiling"]) == ["auc"] and report["ceiling"]["auc"]["value"] >= report["leaf"]["auc"]["value"]
+    assert difference["value"] == pytest.approx(report["leafrl"]["auc"]["value"] - report["leaf"]["auc"]["value"])
     # response 2 (reward 0.4): its first 7 words are right, its last 3 wrong; LEAF gives them 0.28, 0.60 and
     # -0.10, GRPO one +0.3 to all: LEAF's wrong tokens rank below its right ones (AUC 1 on that response)
     assert report["leaf"]["auc"]["value"] > 0.5
@@ -146,6 +148,9 @@ def test_forks_and_credit_commands(trained, tmp_path, capsys):
     grpo_auc = saved["estimators"]["grpo"]["auc"]["value"]  # NaN when no response has right and wrong tokens
     assert saved["items"] == 4 and saved["k"] == 3 and (grpo_auc == 0.5 or math.isnan(grpo_auc))
     assert saved["model"] == str(model) and saved["adapter"] is None and saved["split"] == "train"
+    assert saved["recommended"] == "leafrl" and saved["recommended"] in saved["estimators"]
+    assert "ceiling" in saved["estimators"] and set(saved["recommended_minus_leaf"]) == {"value", "low", "high"}
+    assert "ceiling" not in saved["share_of_ceiling"] and "leaf" in saved["share_of_ceiling"]
     assert (tmp_path / "credit" / "credit.png").stat().st_size > 10_000
     code, out = run_cli(["forks", *common, "--adapter", "none", "--adapter", "none", "--out", str(tmp_path)], capsys)
     assert code == 1 and "--adapter" in out.err

@@ -190,3 +190,53 @@ def test_validation_names_the_argument():
         credit_metrics(adv, mask[:1], right, rewards, groups)
     with pytest.raises(ValueError, match="reference_ids"):
         token_correctness([[1]], [])
+
+
+def test_segment_oracle_by_hand():
+    from leafrl.eval.credit import segment_oracle
+
+    segments = torch.tensor([[0, 0, 1, 1, 2], [0, 0, 0, 1, 0]])
+    mask = torch.tensor([[True] * 5, [True, True, True, True, False]])
+    right = torch.tensor([[True, True, True, False, False], [True, False, True, True, True]])
+    # row 0: segment 0 all right (1.0), segment 1 one of two (0.5), segment 2 wrong (0.0)
+    # row 1: segment 0 two of three right, segment 1 right; padding 0
+    got = segment_oracle(segments, mask, right)
+    torch.testing.assert_close(got, torch.tensor([[1.0, 1.0, 0.5, 0.5, 0.0], [2 / 3, 2 / 3, 2 / 3, 1.0, 0.0]]))
+    out = _metrics(got.tolist(), right.tolist(), mask=mask.tolist())
+    # row 0: wrong tokens (0.5, 0.0) vs right (1, 1, 0.5): 5.5 of 6 pairs; row 1: one wrong at 2/3 vs 2/3, 2/3, 1
+    assert out["auc"]["value"] == pytest.approx((5.5 / 6 + 2 / 3) / 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_segment_oracle_is_the_best_ranking_constant_on_segments(data):
+    """No values constant on each row's segments rank its wrong tokens below its right ones better."""
+    from leafrl.eval.credit import segment_oracle
+
+    n, t = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 7))
+    segments = torch.tensor([sorted(data.draw(st.lists(st.integers(0, 3), min_size=t, max_size=t)))
+                             for _ in range(n)])
+    right = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=t, max_size=t), min_size=n, max_size=n)))
+    mask = torch.ones(n, t, dtype=torch.bool)
+    oracle = _metrics(segment_oracle(segments, mask, right).tolist(), right.tolist())["auc"]["value"]
+    values = torch.tensor(data.draw(st.lists(st.floats(-1, 1, width=32), min_size=4 * n, max_size=4 * n))).view(n, 4)
+    other = _metrics(values.gather(1, segments).tolist(), right.tolist())["auc"]["value"]
+    assert math.isnan(oracle) and math.isnan(other) or oracle >= other - 1e-9
+
+
+def test_auc_difference_is_paired():
+    from leafrl.eval.credit import auc_difference
+
+    right = torch.tensor([[True, False, True]] * 4)
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    good = torch.tensor([[1.0, -1.0, 1.0]] * 4)  # AUC 1 on every row
+    flat = torch.zeros(4, 3)  # AUC 0.5 on every row
+    groups = torch.tensor([0, 0, 1, 1])
+    out = auc_difference(good, flat, mask, right, groups, n_samples=200)
+    assert out == {"value": 0.5, "low": 0.5, "high": 0.5}  # the same difference in every resample
+    mixed = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]])
+    out = auc_difference(mixed, flat, mask, right, groups, n_samples=500)
+    assert out["value"] == pytest.approx(0.0) and out["low"] <= 0.0 <= out["high"]
+    assert auc_difference(good, good, mask, right, groups)["value"] == 0.0
+    with pytest.raises(ValueError, match="advantages_b"):
+        auc_difference(good, flat[:2], mask, right, groups)

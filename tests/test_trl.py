@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("trl")
 
-from leafrl.advantages import LeafConfig, leaf_advantages  # noqa: E402
+from leafrl.advantages import LeafConfig, leaf_advantages, leafrl_advantages  # noqa: E402
 from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer, leaf_rows  # noqa: E402
 
 PROMPTS = ["Translate into German: the red dog", "Translate into German: three cars", "How many apples?",
@@ -119,6 +119,26 @@ class TwoProcesses:
         return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
 
+def test_trains_with_leafrls_credit_without_a_surprisal_pass(tiny_text, tmp_path, monkeypatch):
+    original = LeafGRPOTrainer._get_per_token_logps_and_entropies
+    no_grad_passes = []
+    monkeypatch.setattr(LeafGRPOTrainer, "_get_per_token_logps_and_entropies",
+                        lambda self, *a, **k: no_grad_passes.append(not torch.is_grad_enabled()) or original(self, *a,
+                                                                                                             **k))
+    counts = {}
+    for algo in ("leaf", "leafrl"):
+        no_grad_passes.clear()
+        trainer = make_trainer(tiny_text, tmp_path / algo, algo=algo)
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        trainer.train()
+        counts[algo] = sum(no_grad_passes)
+        assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if p.requires_grad)
+    assert trainer.leaf is None
+    assert counts["leafrl"] == counts["leaf"] - 2  # one surprisal pass fewer per step (TRL's reference pass stays)
+    with pytest.raises(ValueError, match="algo"):
+        LeafGRPOConfig(output_dir=str(tmp_path), use_cpu=True, algo="ppo")
+
+
 def test_groups_split_across_processes_get_the_advantages_of_one_process():
     """TRL may put a prompt's completions on two processes: each process's LEAF rows, gathered
     and sliced back, equal the rows of the whole batch computed at once."""
@@ -146,6 +166,13 @@ def test_groups_split_across_processes_get_the_advantages_of_one_process():
         width = share["ids"].shape[1]
         torch.testing.assert_close(adv, whole[rows, :width])
         assert stats["fork_fire_rate"] >= 0
+    whole = leafrl_advantages(ids, mask, filled, torch.arange(n) // k)  # leafrl's credit: the same gathering
+    whole[5] = 0.0
+    for index, rows in enumerate((slice(0, 6), slice(6, 12))):
+        share = shares[index]
+        adv, stats = leaf_rows(TwoProcesses(shares, index), share["ids"], share["mask"], None, rewards, k, None)
+        torch.testing.assert_close(adv, whole[rows, :share["ids"].shape[1]])
+        assert stats == {}
 
 
 SCRIPT = """

@@ -51,7 +51,7 @@ def eval_(
     chrF, ROUGE-1/2/L, METEOR, WER on transcription tasks and BERTScore with a local model, for the
     greedy pass and the mean +- std over sampled passes, per task."""
     from leafrl.eval.evaluate import evaluate_split
-    from leafrl.viz.runs import metrics_table
+    from leafrl.viz.runs import metrics_table, slots_table
 
     console = Console()  # --quiet hides the progress bars only
     cfg = sources.resolve(TrainConfig, overrides=[] if passes is None else [f"eval.sampled_passes={passes}"],
@@ -59,6 +59,8 @@ def eval_(
     report = evaluate_split(cfg, adapter, split, limit, bertscore_model, out, console, quiet)
     for name, entry in report.metrics.items():
         console.print(metrics_table(entry, f"{name}: {entry['rows']} rows of {split}"))
+    if report.slots is not None:
+        console.print(slots_table(report.slots))
     console.print(f"METEOR matching: {report.meteor}; BERTScore: {report.bertscore}\n"
                   f"predictions and metrics in {out}")
 
@@ -80,8 +82,8 @@ def compare(
     out: Path = typer.Option(Path("runs/compare"), help="report directory (runs go to OUT/runs)"),
     seeds: str = typer.Option("5", help="a count S (seeds 0..S-1) or a list 1,2,3"),
     steps: int | None = typer.Option(None, help="RL steps per run", show_default="the recipe's"),
-    algos: str = typer.Option("leaf,grpo", help="arms, comma-separated; an arm may carry overrides: "
-                              "leaf:leaf.boundaries=trie"),
+    algos: str = typer.Option("leaf,grpo", help="arms, comma-separated (leaf, grpo, leafrl); an arm may carry "
+                              "overrides: leaf:leaf.boundaries=trie"),
     reference: str | None = typer.Option(None, help="the arm every other arm is compared with",
                                          show_default="the last arm"),
     jobs: int = typer.Option(2, help="runs trained at once, in worker processes that split the cores"),

@@ -246,7 +246,7 @@ class SFTConfig:
 
 
 FINETUNE = ("full", "lora", "lora+projector")
-ALGOS = ("leaf", "grpo")
+ALGOS = ("leaf", "grpo", "leafrl")
 
 
 @dataclass
@@ -255,7 +255,10 @@ class TrainConfig:
     released configuration); the built-in recipes change a few for the built-in model."""
 
     algo: str = "leaf"
-    """"leaf" or "grpo": same rollouts, same loss; only the advantages differ."""
+    """"leaf" (the paper's), "grpo" or "leafrl": same rollouts, same loss; only the advantages differ.
+
+    "leafrl" is leafrl's own credit (``leafrl.advantages.leafrl_advantages``): GRPO's response
+    advantage plus each token's contrast with the group's other responses holding it (docs/method.md)."""
     leaf: LeafConfig = field(default_factory=LeafConfig)
     """LEAF's options (the paper's defaults)."""
     grpo_std_floor: float = 1 / 3

@@ -62,7 +62,7 @@ class RunSummary:
     """summary.json of a finished ``leafrl train`` run."""
 
     algo: str
-    """"leaf" or "grpo"."""
+    """"leaf", "grpo" or "leafrl"."""
     steps: int
     """RL steps trained."""
     processes: int

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,16 @@ import torch
 from rich.console import Console
 
 from leafrl._files import write_text_atomic
-from leafrl.advantages import BOUNDARIES, NORMALIZE, TERMS, LeafConfig, grpo_advantages, leaf_advantages
+from leafrl.advantages import (
+    BOUNDARIES,
+    NORMALIZE,
+    TERMS,
+    LeafConfig,
+    grpo_advantages,
+    leaf_advantages,
+    leafrl_advantages,
+    trie_segments,
+)
 from leafrl.config import TrainConfig
 from leafrl.errors import UserError
 from leafrl.eval.stats import wilson
@@ -187,12 +197,22 @@ def variants(base: LeafConfig) -> dict[str, LeafConfig]:
     return out
 
 
+RECOMMENDED = "leafrl"
+"""The estimator leafrl recommends (``--algo leafrl``): the best within-response ranking of wrong
+below right tokens on both built-in regimes, before and after RL (docs/results.md)."""
+CEILING = "ceiling"
+"""credit.json's key for the oracle that ranks a response's trie segments by their share of right tokens."""
+
+
 def credit_report(rollout: Rollout, reference_ids: list[list[int]], base: LeafConfig, grpo_std_floor: float,
-                  eos_token_ids: Sequence[int], *, n_samples: int = 1000) -> dict[str, dict[str, dict[str, float]]]:
-    """{estimator: credit_metrics} for GRPO, LEAF and every variant on the same scored rollout. A
-    token is right when it is part of the response's alignment with its group's reference tokens
-    (``reference_ids``, one list per group); end-of-sequence tokens are left out."""
-    from leafrl.eval.credit import credit_metrics, token_correctness
+                  eos_token_ids: Sequence[int], *, n_samples: int = 1000
+                  ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
+    """({estimator: credit_metrics}, the recommended estimator's AUC minus LEAF's with a paired
+    bootstrap interval) for GRPO, leafrl, LEAF (as ``base`` sets it) and every variant on the same
+    scored rollout, and the trie-segment ``CEILING`` (``eval.credit.segment_oracle``; its AUC
+    only). A token is right when it is part of the response's alignment with its group's reference
+    tokens (``reference_ids``, one list per group); end-of-sequence tokens are left out."""
+    from leafrl.eval.credit import auc_difference, credit_metrics, segment_oracle, token_correctness
 
     mask = rollout.mask & ~torch.isin(rollout.ids, torch.tensor(list(eos_token_ids)))
     responses = [row[m].tolist() for row, m in zip(rollout.ids, mask)]
@@ -201,12 +221,18 @@ def credit_report(rollout: Rollout, reference_ids: list[list[int]], base: LeafCo
     for i, flags in enumerate(marks):  # a loop over responses, once per report
         right[i, : len(flags)] = torch.tensor(flags, dtype=torch.bool)
     rewards = rollout.rewards
-    estimators = {"grpo": grpo_advantages(rewards, rollout.group_ids, grpo_std_floor)[:, None].expand(mask.shape)}
+    estimators = {"grpo": grpo_advantages(rewards, rollout.group_ids, grpo_std_floor)[:, None].expand(mask.shape),
+                  "leafrl": leafrl_advantages(rollout.ids, rollout.mask, rewards, rollout.group_ids, grpo_std_floor)}
     for name, config in variants(base).items():
         estimators[name] = leaf_advantages(rollout.ids, rollout.mask, rollout.surprisal, rewards, rollout.group_ids,
                                            config)[0]
-    return {name: credit_metrics(adv, mask, right, rewards, rollout.group_ids, n_samples=n_samples)
-            for name, adv in estimators.items()}
+    estimators[CEILING] = segment_oracle(trie_segments(rollout.ids, rollout.mask, rollout.group_ids), mask, right)
+    metrics = {name: credit_metrics(adv, mask, right, rewards, rollout.group_ids, n_samples=n_samples)
+               for name, adv in estimators.items()}
+    metrics[CEILING] = {"auc": metrics[CEILING]["auc"]}  # the oracle's values are shares, not credit
+    difference = auc_difference(estimators[RECOMMENDED], estimators["leaf"], mask, right, rollout.group_ids,
+                                n_samples=n_samples)
+    return metrics, difference
 
 
 CREDIT_LABELS = {"auc": "AUC of -advantage for wrong tokens", "wrong_negative": "wrong tokens with negative credit",
@@ -215,15 +241,22 @@ CREDIT_LABELS = {"auc": "AUC of -advantage for wrong tokens", "wrong_negative": 
 
 @dataclass(frozen=True)
 class CreditReport:
-    """credit.json of ``leafrl credit``: what was sampled, and {estimator: {metric: {"value",
-    "low", "high"}}} (``eval.credit.credit_metrics``) for each estimator on the same rollouts."""
+    """credit.json of ``leafrl credit``: what was sampled, {estimator: {metric: {"value", "low",
+    "high"}}} (``eval.credit.credit_metrics``) for each estimator on the same rollouts (with the
+    ``CEILING`` among them), the ``recommended`` estimator's key, its AUC minus LEAF's
+    (``recommended_minus_leaf``: {"value", "low", "high"}, paired bootstrap over items), and each
+    estimator's AUC as a share of the way from chance (0.5) to the ceiling (above 1: past what the
+    trie's segments allow)."""
 
     model: str
     adapter: str | None
     split: str
     items: int
     k: int
+    recommended: str
+    recommended_minus_leaf: dict[str, float]
     estimators: dict[str, dict[str, dict[str, float]]]
+    share_of_ceiling: dict[str, float]
 
 
 def credit(cfg: TrainConfig, adapter: Path | None, split: str, limit: int, seed: int, out: Path, console: Console,
@@ -234,17 +267,26 @@ def credit(cfg: TrainConfig, adapter: Path | None, split: str, limit: int, seed:
 
     examples, family, rollout = sampled(cfg, adapter, split, limit, seed, console, quiet)
     references = [family.tokenizer(ex.reference, add_special_tokens=False).input_ids for ex in examples]
+    estimators, difference = credit_report(rollout, references, cfg.leaf, cfg.grpo_std_floor, family.eos_token_ids)
     report = CreditReport(cfg.model, None if adapter is None else str(adapter), split, len(examples),
-                          cfg.rollout.rollout_budget,
-                          credit_report(rollout, references, cfg.leaf, cfg.grpo_std_floor, family.eos_token_ids))
+                          cfg.rollout.rollout_budget, RECOMMENDED, difference, estimators, share_of_ceiling(estimators))
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "credit.json", json.dumps(dataclasses.asdict(report), indent=2))
     bar_plot(out / "credit.png", list(report.estimators),
-             [(label, {name: (m[key]["value"], m[key]["low"], m[key]["high"]) for name, m in report.estimators.items()})
+             [(label, {name: (m[key]["value"], m[key]["low"], m[key]["high"])
+                       for name, m in report.estimators.items() if key in m})
               for key, label in CREDIT_LABELS.items()],
              "credit assignment on the same rollouts", "bars: 95% bootstrap intervals over items; dashed: chance "
              "(AUC 0.5)", reference_lines={CREDIT_LABELS["auc"]: 0.5})
     return report
+
+
+def share_of_ceiling(estimators: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Each estimator's AUC as a share of the way from 0.5 to the ``CEILING``'s (NaN when the
+    ceiling is not above 0.5)."""
+    room = estimators[CEILING]["auc"]["value"] - 0.5
+    return {name: (m["auc"]["value"] - 0.5) / room if room > 0 else math.nan
+            for name, m in estimators.items() if name != CEILING}
 
 
 def adapters_for(models: list[str], adapters: list[str]) -> list[tuple[str | None, Path | None]]:

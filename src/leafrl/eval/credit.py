@@ -14,6 +14,10 @@ against those labels:
 - ``right_nonnegative_low``: the share of right tokens of low-reward responses (reward strictly below their group's
   mean) whose advantage is >= 0, i.e. the correct parts of a poor response are not punished. GRPO scores 0 here.
 
+The ceiling that the same K responses allow is the AUC of ``segment_oracle``: it knows which tokens are wrong but
+gives every token of one trie segment (``leafrl.advantages.trie_segments``: a run of tokens shared by the same set of
+responses) one value, since nothing the group's rewards say tells those tokens apart.
+
 Each value is pooled over the whole set (a ratio of sums); its 95% interval is a percentile bootstrap that resamples
 groups (prompts) with replacement, computed from per-group sums so each resample costs a few dot products.
 """
@@ -47,6 +51,24 @@ def token_correctness(response_ids: list[list[int]], reference_ids: list[list[in
     return out
 
 
+def segment_oracle(segments: torch.Tensor, mask: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """The ceiling's token values [N, T] float32: each real token (mask [N, T] bool) takes the share of right
+    tokens (right [N, T] bool) among the real tokens of its segment (segments [N, T] long, per row), 0 on padding.
+    Ranking a row's segments by that share maximizes its AUC among values constant on segments."""
+    check_tensor("segments", segments, "int", ndim=2)
+    check_tensor("mask", mask, "bool", shape=tuple(segments.shape))
+    check_tensor("right", right, "bool", shape=tuple(segments.shape))
+    n, t = segments.shape
+    width = int(segments.max()) + 1 if segments.numel() else 1  # segment ids per row
+    key = (torch.arange(n, device=segments.device)[:, None] * width + segments)[mask]  # one id per (row, segment)
+    total = torch.zeros(n * width, dtype=torch.float64, device=segments.device)
+    count = total.index_add(0, key, torch.ones_like(key, dtype=torch.float64))
+    hits = torch.zeros_like(total).index_add(0, key, right[mask].double())
+    values = torch.zeros(n, t, dtype=torch.float64, device=segments.device)
+    values[mask] = hits[key] / count[key]
+    return values.float()
+
+
 def _response_auc(adv: torch.Tensor, real_right: torch.Tensor, real_wrong: torch.Tensor) -> torch.Tensor:
     """[N] per-response AUC (NaN where a response lacks right or wrong tokens), from float64 adv [N, T]."""
     wrong_sorted = torch.where(real_wrong, adv, math.inf).sort(dim=1).values.contiguous()  # [N, T], inf = not wrong
@@ -72,6 +94,40 @@ def _check(advantages, mask, right, rewards, group_ids, n_samples) -> None:
     check_finite("rewards", rewards.double())
     if n_samples < 1:
         raise ValueError(f"n_samples: expected at least 1, got {n_samples}")
+
+
+def _resampled_sums(stats: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
+    """[R, S] sums of per-group statistics stats [S, G] over R = n_samples resamples of the G groups
+    with replacement (numpy rng seeded with ``seed``: the same resamples for the same G and seed)."""
+    g = stats.shape[1]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, g, size=(n_samples, g))  # [R, G] groups of each resample
+    offsets = np.arange(n_samples)[:, None] * g
+    times = np.bincount((draws + offsets).ravel(), minlength=n_samples * g).reshape(n_samples, g)  # [R, G]
+    return times.astype(np.float64) @ stats.T
+
+
+def auc_difference(advantages_a: torch.Tensor, advantages_b: torch.Tensor, mask: torch.Tensor, right: torch.Tensor,
+                   group_ids: torch.Tensor, *, n_samples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The within-response AUC of estimator A minus estimator B on the same responses, with a paired 95% percentile
+    bootstrap over groups: {"value", "low", "high"}. Shapes as ``credit_metrics`` (advantages [N, T] float each)."""
+    if not isinstance(advantages_b, torch.Tensor) or advantages_b.shape != advantages_a.shape:
+        raise ValueError(f"advantages_b: expected the shape of advantages_a {list(advantages_a.shape)}")
+    zeros = torch.zeros(advantages_a.shape[0], dtype=torch.float64, device=advantages_a.device)
+    _check(advantages_a, mask, right, zeros, group_ids, n_samples)
+    _check(advantages_b, mask, right, zeros, group_ids, n_samples)
+    real_right, real_wrong = mask & right, mask & ~right
+    auc_a = _response_auc(advantages_a.double(), real_right, real_wrong)  # [N]
+    auc_b = _response_auc(advantages_b.double(), real_right, real_wrong)  # NaN on the same rows
+    _, group = torch.unique(group_ids, return_inverse=True)
+    per_row = torch.stack([torch.nan_to_num(auc_a - auc_b, nan=0.0), (~auc_a.isnan()).double()])  # [2, N]
+    stats = torch.zeros(2, int(group.max()) + 1, dtype=torch.float64).index_add(1, group.cpu(), per_row.cpu()).numpy()
+    if stats[1].sum() == 0:
+        return {"value": math.nan, "low": math.nan, "high": math.nan}
+    sums = _resampled_sums(stats, n_samples, seed)
+    ok = sums[:, 1] > 0
+    low_q, high_q = np.quantile(sums[ok, 0] / sums[ok, 1], [0.025, 0.975])
+    return {"value": float(stats[0].sum() / stats[1].sum()), "low": float(low_q), "high": float(high_q)}
 
 
 def credit_metrics(advantages: torch.Tensor, mask: torch.Tensor, right: torch.Tensor, rewards: torch.Tensor,
@@ -105,11 +161,7 @@ def credit_metrics(advantages: torch.Tensor, mask: torch.Tensor, right: torch.Te
     per_group = torch.zeros(6, g, dtype=torch.float64, device=adv.device).index_add(1, group, per_row)
     stats = per_group.cpu().numpy()  # [6, G]
 
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, g, size=(n_samples, g))  # [R, G] groups of each of the R = n_samples resamples
-    offsets = np.arange(n_samples)[:, None] * g
-    times = np.bincount((draws + offsets).ravel(), minlength=n_samples * g).reshape(n_samples, g)  # [R, G]
-    sums = times.astype(np.float64) @ stats.T  # [R, 6]
+    sums = _resampled_sums(stats, n_samples, seed)  # [R, 6]
 
     out = {}
     for k, name in enumerate(METRICS):

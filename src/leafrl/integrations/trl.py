@@ -1,5 +1,6 @@
 """LEAF inside TRL: ``LeafGRPOTrainer`` is a ``trl.GRPOTrainer`` whose per-response advantages
-are replaced by LEAF's per-token ones [N, T] (TRL's loss takes 2-D advantages). Everything else
+are replaced by LEAF's per-token ones [N, T] (TRL's loss takes 2-D advantages), or with
+``algo="leafrl"`` by leafrl's own credit (``leafrl.advantages.leafrl_advantages``). Everything else
 (generation, rewards, KL, clipping, logging, accelerate) is TRL's. Supported: trl 1.16 (the
 ``leafrl[trl]`` extra pins it); text models (TRL does not carry audio features into its loss
 forward, so speech models train with ``leafrl train``).
@@ -13,7 +14,8 @@ TRL may split a prompt's group across processes, so every process gathers the co
 masks, surprisal and rewards of all, builds the trees of every group once, and keeps its own
 rows. Surprisal is -log p of each sampled token from TRL's sampling log-probs when it has them
 (vLLM), else its old-policy log-probs, else one no-grad pass; all at TRL's temperature, without
-top-p (LeafConfig's "raw" source). LEAF's statistics are logged as ``leaf/...``.
+top-p (LeafConfig's "raw" source); leafrl's credit needs none. LEAF's statistics are logged as
+``leaf/...``.
 """
 
 from __future__ import annotations
@@ -24,27 +26,36 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from leafrl.advantages import LeafConfig, leaf_advantages
+from leafrl.advantages import LeafConfig, leaf_advantages, leafrl_advantages
+
+ALGOS = ("leaf", "leafrl")
 
 
 @dataclass
 class LeafGRPOConfig(GRPOConfig):
     """``trl.GRPOConfig`` with LEAF's options (see ``leafrl.advantages.LeafConfig``, whose defaults they are)."""
 
+    algo: str = field(default="leaf", metadata={"help": "leaf (the paper's span credit) | leafrl (leafrl's own credit)"})
     fork_budget: int = field(default=LeafConfig.fork_budget, metadata={"help": "B, boundaries per group"})
     min_prefix_tokens: int = field(default=LeafConfig.min_prefix_tokens, metadata={"help": "earliest boundary"})
     terms: str = field(default=LeafConfig.terms, metadata={"help": "both | global | local"})
     normalize: str = field(default=LeafConfig.normalize, metadata={"help": "span_zscore | none"})
     boundaries: str = field(default=LeafConfig.boundaries, metadata={"help": "surprisal | trie"})
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.algo not in ALGOS:
+            raise ValueError(f"LeafGRPOConfig.algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+
     def leaf_config(self) -> LeafConfig:
         return LeafConfig(fork_budget=self.fork_budget, min_prefix_tokens=self.min_prefix_tokens, terms=self.terms,
                           normalize=self.normalize, boundaries=self.boundaries)
 
 
-def leaf_rows(accelerator: Any, ids: torch.Tensor, mask: torch.Tensor, surprisal: torch.Tensor,
-              all_rewards: torch.Tensor, k: int, config: LeafConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """This process's LEAF advantages [n, T] from its rows and everyone's rewards.
+def leaf_rows(accelerator: Any, ids: torch.Tensor, mask: torch.Tensor, surprisal: torch.Tensor | None,
+              all_rewards: torch.Tensor, k: int, config: LeafConfig | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """This process's LEAF advantages [n, T] from its rows and everyone's rewards; with config
+    None, leafrl's (which reads no surprisal: pass None).
 
     Shapes: ids / mask / surprisal [n, T] this process's completions (right-padded; rows are the
     process's consecutive share of the gathered batch); all_rewards [N] float over every process,
@@ -52,21 +63,24 @@ def leaf_rows(accelerator: Any, ids: torch.Tensor, mask: torch.Tensor, surprisal
     Unscorable rows count as their group's mean reward and get advantage 0, as TRL does.
     """
     width = ids.shape[1]
-    every = [accelerator.gather(accelerator.pad_across_processes(x, dim=1, pad_index=0))
-             for x in (ids, mask.long(), surprisal.float())]
+    local = (ids, mask.long()) if config is None else (ids, mask.long(), surprisal.float())
+    every = [accelerator.gather(accelerator.pad_across_processes(x, dim=1, pad_index=0)) for x in local]
     rewards = all_rewards.float().view(-1, k)  # [G, k]
     unscorable = rewards.isnan()
     mean = torch.nanmean(rewards, dim=1, keepdim=True).nan_to_num(0.0)
     filled = torch.where(unscorable, mean, rewards).flatten()
     groups = torch.arange(len(filled), device=filled.device) // k
-    adv, stats = leaf_advantages(every[0], every[1].bool(), every[2].nan_to_num(0.0), filled, groups, config)
+    if config is None:
+        adv, stats = leafrl_advantages(every[0], every[1].bool(), filled, groups), None
+    else:
+        adv, stats = leaf_advantages(every[0], every[1].bool(), every[2].nan_to_num(0.0), filled, groups, config)
     adv = adv.masked_fill(unscorable.flatten()[:, None], 0.0)
     mine = slice(accelerator.process_index * len(ids), (accelerator.process_index + 1) * len(ids))
-    return adv[mine, :width], stats.as_dict()
+    return adv[mine, :width], {} if stats is None else stats.as_dict()
 
 
 class LeafGRPOTrainer(GRPOTrainer):
-    """``trl.GRPOTrainer`` with LEAF's span advantages; ``args`` is a ``LeafGRPOConfig``."""
+    """``trl.GRPOTrainer`` with LEAF's span advantages (or leafrl's credit); ``args`` is a ``LeafGRPOConfig``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,7 +89,7 @@ class LeafGRPOTrainer(GRPOTrainer):
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("LeafGRPOTrainer: LEAF values nodes by their members' mean reward, so it needs one reward "
                              "per completion: multi_objective_aggregation='sum_then_normalize'")
-        self.leaf = self.args.leaf_config()
+        self.leaf = self.args.leaf_config() if self.args.algo == "leaf" else None
         self._leaf_rewards: torch.Tensor | None = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -89,7 +103,7 @@ class LeafGRPOTrainer(GRPOTrainer):
             return out
         ids, mask = out["completion_ids"], out["completion_mask"]
         logp = out.get("sampling_per_token_logps", out.get("old_per_token_logps"))
-        if logp is None:
+        if logp is None and self.leaf is not None:
             with torch.no_grad():
                 logp = self._get_per_token_logps_and_entropies(
                     self.model, torch.cat([out["prompt_ids"], ids], 1), torch.cat([out["prompt_mask"], mask], 1),
@@ -97,8 +111,9 @@ class LeafGRPOTrainer(GRPOTrainer):
         weights = self.reward_weights.to(self._leaf_rewards.device)
         rewards = (self._leaf_rewards * weights).nansum(1)
         rewards[self._leaf_rewards.isnan().all(1)] = torch.nan
-        out["advantages"], stats = leaf_rows(self.accelerator, ids, mask.bool(), -logp, rewards, self.num_generations,
-                                             self.leaf)
+        surprisal = None if logp is None else -logp
+        out["advantages"], stats = leaf_rows(self.accelerator, ids, mask.bool(), surprisal, rewards,
+                                             self.num_generations, self.leaf)
         for key, value in stats.items():
             self._metrics["train"][f"leaf/{key}"].append(value)
         return out
