@@ -12,8 +12,8 @@ from leafrl.summary import HeldOut, RunSummary
 
 
 def test_parse_arms():
-    arms = parse_arms("leaf,grpo,leaf:leaf.boundaries=trie:leaf.fork_budget=4")
-    assert [a.algo for a in arms] == ["leaf", "grpo", "leaf"]
+    arms = parse_arms("leaf,grpo,leaf:leaf.boundaries=trie:leaf.fork_budget=4,leafrl")
+    assert [a.algo for a in arms] == ["leaf", "grpo", "leaf", "leafrl"]
     assert arms[2].overrides == ("leaf.boundaries=trie", "leaf.fork_budget=4")
     assert arms[2].slug == "leaf+leaf.boundaries=trie+leaf.fork_budget=4"
     for bad in ("leaf", "leaf,leaf", "ppo,grpo", "leaf:fork_budget,grpo"):
@@ -118,3 +118,31 @@ def test_compare_refuses_a_reference_that_is_no_arm(tmp_path):
     with pytest.raises(UserError, match="--reference ppo: not one of the arms"):
         compare(TrainConfig(), parse_arms("leaf,grpo"), [0], tmp_path, jobs=1, console=Console(quiet=True),
                 reference="ppo")
+
+
+def test_compare_end_to_end_evaluates_the_shared_start_once(tmp_path):
+    """Two arms (grpo and leafrl) x one seed on a tiny SALLM, in a worker process: one start file,
+    recorded by both runs as their before.json, and a report."""
+    from rich.console import Console
+
+    from conftest import save_tiny_sallm, tone_dataset
+    from leafrl.compare import compare, start_of
+    from leafrl.config import apply_overrides
+    from leafrl.summary import HeldOut
+
+    data = tone_dataset(tmp_path / "data", n_train=8, n_valid=4)
+    save_tiny_sallm(tmp_path / "model")
+    base = apply_overrides(TrainConfig(), [
+        f"data={data}", f"model={tmp_path / 'model'}", "steps=2", "eval.every=1", "eval.examples=4",
+        "eval.sampled_passes=1", "rollout.rollout_budget=3", "rollout.prompts_per_step=2",
+        "rollout.max_new_tokens=6", "optim.lr=5e-2", "lora.rank=4", "lora.alpha=8", "reward=chrf"])
+    out = tmp_path / "cmp"
+    summary = compare(base, parse_arms("grpo,leafrl"), [0], out, jobs=1, console=Console(quiet=True))
+    assert set(summary.arms) == {"grpo", "leafrl"} and (out / "report.md").is_file()
+    starts = list((out / "starts").glob("*.json"))
+    assert starts == [start_of(base, out)]
+    start = HeldOut.load(starts[0])
+    for arm in ("grpo", "leafrl"):
+        assert HeldOut.load(out / "runs" / arm / "seed-0" / "before.json") == start
+    assert start_of(apply_overrides(base, ["eval.every=7"]), out) == starts[0]  # when it evaluates does not count
+    assert start_of(apply_overrides(base, ["eval.examples=3"]), out) != starts[0]

@@ -56,7 +56,7 @@ def tiny_config(setting, out, **over):
     return cfg
 
 
-@pytest.mark.parametrize("algo", ["leaf", "grpo"])
+@pytest.mark.parametrize("algo", ["leaf", "grpo", "leafrl"])
 def test_training_steps_log_and_move_the_adapter(setting, tmp_path, algo):
     from leafrl.summary import RunSummary
 
@@ -403,3 +403,22 @@ def test_prompts_for_shards_disjoint_and_covers_each_row_once_per_epoch():
     first = [prompts_for(s, train, per_step, 5, 0, world) for s in range(4)]
     assert first != [prompts_for(s, train, per_step, 5, 0, world) for s in range(4, 8)]
     assert prompts_for(0, train, per_step, 5, 0, 1) == prompts_for(0, train, per_step, 5, 0, 1)
+
+
+def test_the_start_evaluated_once_is_what_a_run_evaluates_itself(setting, tmp_path):
+    """leafrl compare evaluates its runs' shared start once (start_evaluation) and hands it to each
+    run: it must be exactly what a run records when it evaluates its start itself."""
+    from leafrl.summary import HeldOut
+    from leafrl.trainer import start_evaluation
+
+    cfg = tiny_config(setting, tmp_path / "own", **{"eval.sampled_passes": 2, "eval.examples": 4, "steps": 1})
+    train(cfg, quiet=True)
+    own = HeldOut.load(tmp_path / "own" / "before.json")
+    start = start_evaluation(cfg)
+    assert (start.greedy, start.sampled, start.bleu) == (own.greedy, own.sampled, own.bleu)
+    given = tiny_config(setting, tmp_path / "given", **{"eval.sampled_passes": 2, "eval.examples": 4, "steps": 1})
+    marked = HeldOut(12.5, 10.0, 1.0, ["x"] * 4, [["y"] * 4] * 2)  # recorded as given, not evaluated again
+    train(given, quiet=True, start=marked)
+    assert HeldOut.load(tmp_path / "given" / "before.json") == marked
+    rows = [json.loads(line) for line in (tmp_path / "own" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["eval_seconds"] > 0  # the final evaluation's time is logged with its BLEU

@@ -15,6 +15,7 @@ the arms are compared seed by seed (a paired t interval of the per-seed differen
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import time
@@ -28,7 +29,7 @@ from rich.console import Console
 
 from leafrl._files import write_text_atomic
 from leafrl.builtin import locate_data
-from leafrl.config import TrainConfig, apply_overrides, from_dict, resolve_paths, to_dict
+from leafrl.config import ALGOS, TrainConfig, apply_overrides, from_dict, resolve_paths, to_dict
 from leafrl.errors import UserError
 from leafrl.eval.stats import paired_difference, steps_to_reach, t_interval
 from leafrl.summary import HeldOut, RunSummary
@@ -37,7 +38,7 @@ from leafrl.tracking import progress_bar
 
 @dataclass(frozen=True)
 class Arm:
-    """One compared configuration: ``name`` as the user wrote it (``leaf``, ``grpo`` or
+    """One compared configuration: ``name`` as the user wrote it (``leaf``, ``grpo``, ``leafrl`` or
     ``leaf:leaf.boundaries=trie:leaf.fork_budget=4``), its algorithm and its --set overrides."""
 
     name: str
@@ -55,8 +56,8 @@ def parse_arms(spec: str) -> list[Arm]:
     arms = []
     for item in (part.strip() for part in spec.split(",")):
         algo, *overrides = item.split(":")
-        if algo not in ("leaf", "grpo") or any("=" not in o for o in overrides):
-            raise UserError(f"--algos: {item!r} is not an arm; write leaf, grpo, or an algorithm followed by "
+        if algo not in ALGOS or any("=" not in o for o in overrides):
+            raise UserError(f"--algos: {item!r} is not an arm; write {', '.join(ALGOS)}, or an algorithm followed by "
                              "overrides, e.g. leaf:leaf.boundaries=trie")
         arms.append(Arm(item, algo, tuple(overrides)))
     if len(arms) < 2 or len({a.name for a in arms}) != len(arms):
@@ -88,8 +89,34 @@ def state_of(cfg: TrainConfig) -> str:
     return "done" if (out / "summary.json").is_file() else "resume"  # from its checkpoint, or from step 0
 
 
-def _train_one(cfg: dict, resume: bool, threads: int) -> None:
-    """One run in a worker process (``threads`` intra-op threads, quiet)."""
+START_SETTINGS = ("model", "data", "system", "model_dtype")
+
+
+def start_of(cfg: TrainConfig, out: Path) -> Path:
+    """Where the comparison in ``out`` keeps the start evaluation of runs like ``cfg``: one file
+    per model, data, system prompt, dtype, answer length and evaluation settings (all that decides
+    what a run evaluates before its first step), named by their digest."""
+    settings = {**{name: getattr(cfg, name) for name in START_SETTINGS}, "max_new_tokens": cfg.rollout.max_new_tokens,
+                "eval": {k: v for k, v in to_dict(cfg.eval).items() if k != "every"}}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return out / "starts" / f"{digest}.json"
+
+
+def evaluate_starts(runs: Sequence[tuple[Arm, int, TrainConfig, str]], out: Path, console: Console) -> None:
+    """The start evaluation of every run that will start from step 0, once per ``start_of`` file
+    (kept: a comparison run again reuses it)."""
+    from leafrl.trainer import start_evaluation
+
+    for _, _, cfg, _ in runs:
+        path = start_of(cfg, out)
+        if not path.is_file():
+            console.print(f"evaluating the start of the runs once ({cfg.model} on {cfg.data})")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            start_evaluation(cfg).save(path)
+
+
+def _train_one(cfg: dict, resume: bool, threads: int, start: str) -> None:
+    """One run in a worker process (``threads`` intra-op threads, quiet), given the start's evaluation."""
     import warnings
 
     import torch
@@ -101,12 +128,13 @@ def _train_one(cfg: dict, resume: bool, threads: int) -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.set_num_threads(threads)
-    train(from_dict(TrainConfig, cfg), resume=resume, quiet=True)
+    train(from_dict(TrainConfig, cfg), resume=resume, quiet=True, start=HeldOut.load(Path(start)))
 
 
-def run_all(runs: list[tuple[Arm, int, TrainConfig]], jobs: int, console: Console, quiet: bool) -> None:
+def run_all(runs: list[tuple[Arm, int, TrainConfig]], jobs: int, console: Console, quiet: bool, out: Path) -> None:
     """Train every run not finished yet, ``jobs`` at a time in worker processes (the cores split
-    between them), with one progress bar over all their steps."""
+    between them), with one progress bar over all their steps; the start they share is evaluated
+    once first (``evaluate_starts``)."""
     import multiprocessing
     import os
 
@@ -116,13 +144,14 @@ def run_all(runs: list[tuple[Arm, int, TrainConfig]], jobs: int, console: Consol
         console.print(f"reusing {len(runs) - len(todo)} finished runs")
     if not todo:
         return
+    evaluate_starts(todo, out, console)
     jobs = max(1, min(jobs, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     total = sum(cfg.steps for _, _, cfg, _ in todo)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
             progress_bar("compare", console, quiet) as bar:
-        futures = {pool.submit(_train_one, to_dict(cfg), state == "resume", threads): (arm, seed, cfg)
-                   for arm, seed, cfg, state in todo}
+        futures = {pool.submit(_train_one, to_dict(cfg), state == "resume", threads, str(start_of(cfg, out))):
+                   (arm, seed, cfg) for arm, seed, cfg, state in todo}
         task = bar.add_task("compare", total=total, info="")
         pending = set(futures)
         while pending:
@@ -362,5 +391,5 @@ def compare(base: TrainConfig, arms: Sequence[Arm], seeds: Sequence[int], out: P
     locate_data(base.data)  # a built-in task is synthesized once, before the workers start
     base = dataclasses.replace(base, out=str(out))
     runs = plan(base, arms, seeds, out)
-    run_all(runs, jobs, console, quiet)
+    run_all(runs, jobs, console, quiet, out)
     return write_report(out, arms, seeds, base, ref, time.time() - started)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from leafrl.advantages import grpo_advantages, leaf_advantages
+from leafrl.advantages import grpo_advantages, leaf_advantages, leafrl_advantages
 from leafrl.checkpoint import restore, save_checkpoint
 from leafrl.config import TrainConfig, resolve_paths, save_config
 from leafrl.data import load_split
@@ -172,9 +172,11 @@ def score(run: Run, prompts: list[Any], rollout: Rollout) -> Rollout:
 
 
 def advantages(cfg: TrainConfig, rollout: Rollout) -> tuple[torch.Tensor, dict]:
-    """The algorithm's one branch: LEAF span advantages [N, T] or GRPO's [N]."""
+    """The algorithm's one branch: LEAF span advantages [N, T], GRPO's [N] or leafrl's [N, T]."""
     if cfg.algo == "grpo":
         return grpo_advantages(rollout.rewards, rollout.group_ids, cfg.grpo_std_floor), {}
+    if cfg.algo == "leafrl":
+        return leafrl_advantages(rollout.ids, rollout.mask, rollout.rewards, rollout.group_ids, cfg.grpo_std_floor), {}
     adv, stats = leaf_advantages(rollout.ids, rollout.mask, rollout.surprisal, rollout.rewards, rollout.group_ids,
                                  cfg.leaf)
     return adv, stats.as_dict()
@@ -332,21 +334,37 @@ def held_out(run: Run) -> HeldOut:
     """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of ``eval.sampled_passes``
     sampled passes, with the predictions in row order. Every process decodes its share of the
     held-out rows (rows rank, rank + processes, ...); they are gathered and scored whole."""
-    acc, e = run.accelerator, run.cfg.eval
-    rows = list(range(acc.process_index, len(run.valid), acc.num_processes))
-    result = evaluate(run.policy, run.family, [run.valid[i] for i in rows],
-                      max_new_tokens=run.cfg.rollout.max_new_tokens, sampled_passes=e.sampled_passes,
-                      temperature=e.temperature, top_p=e.top_p, seed=e.seed + acc.process_index,
+    acc = run.accelerator
+    return _held_out(run.policy, run.family, run.valid, run.cfg, acc.process_index, acc.num_processes)
+
+
+def start_evaluation(cfg: TrainConfig) -> HeldOut:
+    """What a new run of ``cfg`` records as its start (before.json), on this one process and
+    without a run: the model without a LoRA (a fresh LoRA changes no output), ``held_out``'s
+    decoding of the same rows. ``leafrl compare`` evaluates the start its runs share once."""
+    cfg = resolve_paths(cfg)
+    valid = list(load_split(cfg.data, "valid"))[: cfg.eval.examples]
+    model, family = load_checked(cfg.model, resolve_dtype(cfg.model_dtype), cfg.data, {"valid": valid},
+                                 cfg.rollout.max_new_tokens, cfg.system)
+    return _held_out(model.eval(), family, valid, cfg, 0, 1)
+
+
+def _held_out(policy: Any, family: ModelFamily, valid: list[Any], cfg: TrainConfig, rank: int, processes: int,
+              ) -> HeldOut:
+    e = cfg.eval
+    rows = list(range(rank, len(valid), processes))
+    result = evaluate(policy, family, [valid[i] for i in rows], max_new_tokens=cfg.rollout.max_new_tokens,
+                      sampled_passes=e.sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed + rank,
                       batch_size=e.batch_size)
 
     def in_row_order(values: list) -> list:
-        if acc.num_processes == 1:
+        if processes == 1:
             return values
         from accelerate.utils import gather_object
 
         return [value for _, value in sorted(gather_object(list(zip(rows, values))))]
 
-    references = [ex.reference for ex in run.valid]
+    references = [ex.reference for ex in valid]
     greedy, *sampled = [score_predictions(in_row_order(r.predictions), references, in_row_order(r.truncated))
                         for r in (result.greedy, *result.sampled)]
     passes = torch.tensor([r.bleu for r in sampled])
@@ -366,10 +384,12 @@ def memory_hint(cfg: TrainConfig, step: int) -> str:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-          ) -> RunSummary | None:
+          start: HeldOut | None = None) -> RunSummary | None:
     """Run training into ``cfg.out``, or with ``resume`` continue the run there, or with
     ``overwrite`` replace the run there (see ``leafrl.rundir``). Returns the run's summary on the
-    main process of a finished run, None on other processes and when stopped by Ctrl-C."""
+    main process of a finished run, None on other processes and when stopped by Ctrl-C. ``start``:
+    the start's evaluation when the caller has it (``start_evaluation`` of the same model, data
+    and evaluation settings), recorded instead of evaluating the start again."""
     started = time.time()
     run = setup(cfg, Console(quiet=quiet), resume, overwrite)
     cfg, main = run.cfg, run.accelerator.is_main_process
@@ -377,7 +397,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     run.model.eval()
     logger = MetricsLogger(run.out, append=resume, enabled=main, purge_step=run.start_step + 1 if resume else None)
     if run.start_step == 0:  # every process evaluates its share of the held-out rows
-        before = held_out(run)
+        before = held_out(run) if start is None else start
         if main:
             before.save(run.out / "before.json")
     step = run.start_step
@@ -393,7 +413,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                 raise UserError(memory_hint(cfg, step)) from err
             step += 1
             if step % cfg.eval.every == 0 and step < cfg.steps:
-                row.update(held_out(run).metrics())
+                evaluated = time.perf_counter()
+                row.update(held_out(run).metrics(), eval_seconds=time.perf_counter() - evaluated)
             logger.log(step, row)
             if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
                 if main:
@@ -407,14 +428,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
         run.accelerator.end_training()
         console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
         return None
+    evaluated = time.perf_counter()
     after = held_out(run)
+    eval_seconds = time.perf_counter() - evaluated
     # the processes' last collective: a process leaving with its process group alive aborts (gloo)
     run.accelerator.end_training()
     if not main:
         return None
     after.save(run.out / "after.json")
     before = HeldOut.load(run.out / "before.json")
-    MetricsLogger(run.out, append=True, tensorboard=False).log(step, after.metrics())
+    MetricsLogger(run.out, append=True, tensorboard=False).log(step, {**after.metrics(), "eval_seconds": eval_seconds})
     p_greedy, p_sampled = significance(before, after, [ex.reference for ex in run.valid])
     summary = RunSummary(
         algo=cfg.algo, steps=step, processes=run.accelerator.num_processes, valid_examples=len(run.valid),
