@@ -78,6 +78,9 @@ def test_report_numbers_on_known_runs(tmp_path):
     assert summary.wall_seconds == 120.0 and summary.run_seconds_total == 6 * 60.0
     # LEAF's mean curve is 10, 31, 32 at steps 0, 2, 4: it passes GRPO's final 30 at step 2
     assert diff.steps_to_reach_reference == 2
+    # the curves' means (trapezoids over steps 0-4): LEAF seed 0 (10, 31, 30): (2 * 20.5 + 2 * 30.5) / 4 = 25.5,
+    # GRPO seed 0 (10, 20, 29): (2 * 15 + 2 * 24.5) / 4 = 19.75; the final difference grows by 1 a seed, its share 1/4
+    assert diff.curve.diffs == pytest.approx([5.75, 6.0, 6.25])
     leaf = summary.arms["leaf"].greedy
     assert leaf.ci95 == pytest.approx((32 - 4.968275, 32 + 4.968275), abs=1e-5)  # sd 2
     assert leaf.per_seed == {0: 30.0, 1: 32.0, 2: 34.0} and leaf.before == 10.0
@@ -86,6 +89,7 @@ def test_report_numbers_on_known_runs(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "| greedy | +1.00 | +2.00 | +3.00 | +2.00 [-0.48, +4.48] | 0.074 |" in text
     assert "to reach grpo's final greedy BLEU (30.00): 2." in text
+    assert "| greedy, mean over the learning curve | +5.75 | +6.00 | +6.25 | +6.00 [" in text
     assert yaml.safe_load(text.split("```yaml")[1].split("```")[0])["steps"] == 4
     for png in ("bleu.png", "reward.png", "forks.png"):
         assert (tmp_path / png).stat().st_size > 10_000

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from reference_leaf import reference_grpo, reference_leafrl, reference_trie_segments
-from test_advantages import batches, fuzz, to_tensors
 
 from leafrl.advantages import grpo_advantages, leafrl_advantages, token_contrast, trie_segments
+from test_advantages import batches, fuzz, to_tensors
 
 # Three responses to one prompt and one to another (rewards 1, 0, 0.5 | 0.3):
 #   row 0: 1 2 3    row 1: 1 4 3    row 2: 1 2 5    row 3: 7 7 (group 1, alone)

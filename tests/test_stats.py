@@ -53,6 +53,18 @@ def test_steps_to_reach():
     assert steps_to_reach([0, 40], [10.0, 30.0], 31.0) is None
 
 
+def test_curve_mean_by_hand():
+    from leafrl.eval.stats import curve_mean
+
+    assert curve_mean([0, 20, 40], [10.0, 30.0, 30.0]) == 25.0  # (20 * 20 + 20 * 30) / 40
+    assert curve_mean([0, 10, 40], [0.0, 40.0, 40.0]) == 35.0  # unequal spacing: (10 * 20 + 30 * 40) / 40
+    assert curve_mean([5], [7.0]) == 7.0
+    with pytest.raises(ValueError, match="increase"):
+        curve_mean([0, 0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="as many"):
+        curve_mean([0, 1], [1.0])
+
+
 def test_wilson_by_hand():
     # 8 of 10: centre (0.8 + 0.19207) / 1.38415 = 0.71678, half 0.23565 -> (0.4902, 0.9433)
     low, high = wilson(8, 10)

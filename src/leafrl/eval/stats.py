@@ -49,6 +49,19 @@ def steps_to_reach(steps: Sequence[int], values: Sequence[float], target: float)
     return None
 
 
+def curve_mean(steps: Sequence[float], values: Sequence[float]) -> float:
+    """The area under a learning curve (trapezoids between its points) divided by the steps it
+    spans: the curve's mean over training. A single point is its own mean."""
+    if len(steps) != len(values) or not steps:
+        raise ValueError(f"curve_mean: need as many values as steps (at least one), got {len(steps)} and {len(values)}")
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"curve_mean: steps must increase, got {list(steps)}")
+    if len(steps) == 1:
+        return float(values[0])
+    area = sum((b - a) * (u + v) / 2 for a, b, u, v in zip(steps, steps[1:], values, values[1:]))
+    return area / (steps[-1] - steps[0])
+
+
 def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval (95% by default) of a rate successes / trials."""
     if trials <= 0 or not 0 <= successes <= trials:

@@ -35,7 +35,7 @@ ALGOS = ("leaf", "leafrl")
 class LeafGRPOConfig(GRPOConfig):
     """``trl.GRPOConfig`` with LEAF's options (see ``leafrl.advantages.LeafConfig``, whose defaults they are)."""
 
-    algo: str = field(default="leaf", metadata={"help": "leaf (the paper's span credit) | leafrl (leafrl's own credit)"})
+    algo: str = field(default="leaf", metadata={"help": "leaf (the paper's span credit) | leafrl (leafrl's credit)"})
     fork_budget: int = field(default=LeafConfig.fork_budget, metadata={"help": "B, boundaries per group"})
     min_prefix_tokens: int = field(default=LeafConfig.min_prefix_tokens, metadata={"help": "earliest boundary"})
     terms: str = field(default=LeafConfig.terms, metadata={"help": "both | global | local"})
