@@ -79,14 +79,17 @@ def rate_plot(path: Path, series: Mapping[str, Sequence[tuple[int, float, float,
 
 def bar_plot(path: Path, groups: Sequence[str], panels: Sequence[tuple[str, Mapping[str, tuple[float, float, float]]]],
              title: str, caption: str, reference_lines: Mapping[str, float] | None = None) -> None:
-    """One panel per (metric, {group: (value, low, high)}): a bar per group with its interval;
-    ``reference_lines[metric]`` draws a dashed line (e.g. chance)."""
+    """One panel per (metric, {group: (value, low, high)}): a bar per group with its interval (no
+    bar where a panel has no value for a group); ``reference_lines[metric]`` draws a dashed line
+    (e.g. chance)."""
     plt, fig, axes = _figure(len(panels), width=4.6)
     for ax, (metric, values) in zip(axes, panels):
         xs = list(range(len(groups)))
-        heights = [values[g][0] for g in groups]
-        err = [[values[g][0] - values[g][1] for g in groups], [values[g][2] - values[g][0] for g in groups]]
-        ax.bar(xs, heights, yerr=err, capsize=3, color=[f"C{i % 10}" for i in xs], alpha=0.85)
+        shown = [i for i, g in enumerate(groups) if g in values]
+        heights = [values[groups[i]][0] for i in shown]
+        err = [[values[groups[i]][0] - values[groups[i]][1] for i in shown],
+               [values[groups[i]][2] - values[groups[i]][0] for i in shown]]
+        ax.bar(shown, heights, yerr=err, capsize=3, color=[f"C{i % 10}" for i in shown], alpha=0.85)
         if reference_lines and metric in reference_lines:
             ax.axhline(reference_lines[metric], color="0.3", linestyle="--", linewidth=1)
         ax.set_xticks(xs, groups, rotation=35, ha="right", fontsize=8)
