@@ -127,3 +127,35 @@ def test_builtin_references_resolve_where_models_and_data_are_read(monkeypatch, 
         builtin.locate_data("builtin:conventions")
     cfg = resolve_paths(TrainConfig(model="builtin:conventions", data="builtin:conventions"))
     assert (cfg.model, cfg.data) == ("builtin:conventions", "builtin:conventions")
+
+
+@needs_espeak
+@pytest.mark.slow
+def test_build_local_base_fine_tunes_the_conventions_base(tmp_path):
+    from rich.console import Console
+
+    from leafrl.data.local_corpus import slot_outcomes
+
+    small = ["steps=2", "optim.batch_size=4", "eval.examples=2", "eval.max_new_tokens=4"]
+    info = builtin.build_base(tmp_path / "base", name="local", work=tmp_path / "work", console=Console(quiet=True),
+                              task_sizes={"n_train": 12, "n_valid": 2, "n_test": 0}, sft_overrides=small)
+    assert info["command"] == "leafrl build-base --builtin local" and info["sft"]["steps"] == 2
+    task = [json.loads(x) for x in (tmp_path / "work" / "task" / "train.jsonl").read_text().splitlines()]
+    corpus = [json.loads(x) for x in (tmp_path / "work" / "corpus" / "train.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in task} == {"ast"} and [r["id"] for r in corpus] == [r["id"] for r in task]
+    wrong = [not right for row, varied in zip(task, corpus)
+             for _, right in slot_outcomes([row["reference"]], [varied["reference"]])[0]]
+    assert 0 < sum(wrong) < len(wrong)  # some slots confused, not all
+    assert builtin.base_model(tmp_path / "base") == str(tmp_path / "base")
+
+
+def test_build_base_and_data_demo_refuse_the_text_builtin(tmp_path):
+    from leafrl.errors import UserError
+
+    with pytest.raises(UserError, match="no base model to build for 'text'"):
+        builtin.build_base(tmp_path / "base", name="text")
+    from leafrl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "demo", "--builtin", "text", "--out", str(tmp_path / "t")])
+    assert exit_info.value.code == 1 and not (tmp_path / "t").exists()
