@@ -1,4 +1,9 @@
-"""LEAF span advantages and the GRPO baseline: pure tensor code (torch only).
+"""LEAF span advantages, the GRPO baseline and leafrl's own credit: pure tensor code (torch only).
+
+- ``leaf_advantages``: the paper's LEAF (below); ``grpo_advantages``: its GRPO baseline;
+- ``leafrl_advantages`` (``--algo leafrl``): GRPO's advantage plus each token's
+  ``token_contrast`` (how the group's other responses holding that token did);
+- ``trie_segments``: each token's segment of its group's prefix trie (``leafrl credit``'s ceiling).
 
 Notation used for tensor shapes:
     N rows (prompts x K responses), T completion tokens, G groups (one per prompt),
