@@ -1,4 +1,6 @@
-"""The built-in spoken task: English speech synthesized with espeak-ng, in two tasks.
+"""The built-in spoken tasks: English speech synthesized with espeak-ng, in two tasks, drawn by
+a ``Mix`` (``MIXES``: "conventions", both tasks, mostly one-clause sentences; "local",
+translation of two-clause sentences).
 
 ``build_demo(out_dir)`` writes ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` (one JSON object
 per line), ``audio/<split>/<id>.flac`` (mono, ``sampling_rate`` Hz) and ``summary.json``.
@@ -35,6 +37,7 @@ not reference are deleted from ``audio/<split>/``.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -60,6 +63,8 @@ from leafrl.errors import UserError
 FORMAT_VERSION = 4  # 4: sqa rows carry the bare "answer" (the built-in base corpus uses it)
 SPLITS = ("train", "valid", "test")
 DRAW_ORDER = ("valid", "test", "train")  # evaluation splits first: independent of n_train
+
+
 class Mix(NamedTuple):
     """What a built-in task draws: the share of spoken-QA rows (the rest translation) and the
     weights of 1, 2 and 3 clauses in a translation's sentence."""
@@ -157,11 +162,8 @@ def check_voices(espeak: str) -> None:
 def _draw_utterance(rng: random.Random, split: str, seen: set[str], mix: Mix) -> grammar.Utterance:
     """A task and its text: no held-out pair in train, one in half of valid/test, never seen before."""
     want_pair = split != "train" and rng.random() < EVAL_HELD_OUT_PAIR_FRACTION
-    if rng.random() < mix.sqa_fraction:
-        sample = grammar.sample_sqa
-    else:
-        def sample(rng: random.Random) -> grammar.Utterance:
-            return grammar.sample_ast(rng, mix.clause_weights)
+    sample = (grammar.sample_sqa if rng.random() < mix.sqa_fraction
+              else functools.partial(grammar.sample_ast, clause_weights=mix.clause_weights))
     for _ in range(MAX_TRIES):
         utterance = sample(rng)
         has_pair = bool(utterance.pairs & HELD_OUT_PAIRS)
