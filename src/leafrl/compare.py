@@ -279,6 +279,7 @@ def summarize(arms: Sequence[Arm], seeds: Sequence[int], results: dict[str, dict
                                       sum(runs[s]["summary"].wall_seconds for s in seeds) / len(seeds),
                                       over_seeds(runs, "greedy"), over_seeds(runs, "sampled"))
     ref = entries[reference.name]
+    ref_steps, ref_values = curve([results[reference.name][s] for s in seeds], "valid_bleu")
     diffs = {}
     for arm in arms:
         if arm is reference:
@@ -289,7 +290,6 @@ def summarize(arms: Sequence[Arm], seeds: Sequence[int], results: dict[str, dict
             sampled = Difference(**paired_difference(entry.sampled.per_seed, ref.sampled.per_seed))
         steps, values = curve([results[arm.name][s] for s in seeds], "valid_bleu")
         mean_curve = [sum(v[i] for v in values) / len(values) for i in range(len(steps))]
-        ref_steps, ref_values = curve([results[reference.name][s] for s in seeds], "valid_bleu")
         areas = None
         if steps == ref_steps:
             areas = Difference(**paired_difference(dict(zip(seeds, (curve_mean(steps, v) for v in values))),
