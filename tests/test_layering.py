@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "leafrl"
-PURE = ["advantages.py", "losses.py", "_validate.py", "_groups.py"]
+PURE = ["advantages.py", "token_credit.py", "losses.py", "_validate.py", "_groups.py"]
 ALLOWED = {"torch", "math", "dataclasses", "typing", "__future__", "leafrl"}
 
 
@@ -29,7 +29,7 @@ def test_pure_core_imports_only_torch(name):
 
 
 def test_importing_the_core_loads_no_heavy_library():
-    code = ("import sys, leafrl.advantages, leafrl.losses; "
+    code = ("import sys, leafrl.advantages, leafrl.token_credit, leafrl.losses; "
             "print(sorted(m for m in ('transformers', 'accelerate', 'peft', 'datasets', 'typer', "
             "'rich', 'sacrebleu') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

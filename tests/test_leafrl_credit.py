@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reference_leaf import reference_grpo, reference_leafrl, reference_trie_segments
 
-from leafrl.advantages import grpo_advantages, leafrl_advantages, token_contrast, trie_segments
+from leafrl.advantages import grpo_advantages
+from leafrl.token_credit import leafrl_advantages, token_contrast, trie_segments
 from test_advantages import batches, fuzz, to_tensors
 
 # Three responses to one prompt and one to another (rewards 1, 0, 0.5 | 0.3):

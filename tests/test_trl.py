@@ -7,8 +7,9 @@ import torch
 
 pytest.importorskip("trl")
 
-from leafrl.advantages import LeafConfig, leaf_advantages, leafrl_advantages  # noqa: E402
+from leafrl.advantages import LeafConfig, leaf_advantages  # noqa: E402
 from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer, leaf_rows  # noqa: E402
+from leafrl.token_credit import leafrl_advantages  # noqa: E402
 
 PROMPTS = ["Translate into German: the red dog", "Translate into German: three cars", "How many apples?",
            "Translate into German: a blue house"]

@@ -1,9 +1,5 @@
-"""LEAF span advantages, the GRPO baseline and leafrl's own credit: pure tensor code (torch only).
-
-- ``leaf_advantages``: the paper's LEAF (below); ``grpo_advantages``: its GRPO baseline;
-- ``leafrl_advantages`` (``--algo leafrl``): GRPO's advantage plus each token's
-  ``token_contrast`` (how the group's other responses holding that token did);
-- ``trie_segments``: each token's segment of its group's prefix trie (``leafrl credit``'s ceiling).
+"""LEAF span advantages and the GRPO baseline: pure tensor code (torch only). leafrl's own
+credit (``--algo leafrl``) is in ``leafrl.token_credit``.
 
 Notation used for tensor shapes:
     N rows (prompts x K responses), T completion tokens, G groups (one per prompt),
@@ -36,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from leafrl._groups import centred_rewards, group_layout
+from leafrl._groups import centred_rewards, common_prefix, group_layout, grpo_terms, padded_tokens
 from leafrl._validate import (
     check_choice,
     check_finite,
@@ -49,7 +45,6 @@ TERMS = ("both", "global", "local")
 NORMALIZE = ("span_zscore", "none")
 BOUNDARIES = ("surprisal", "trie")
 ZSCORE_EPS = 1e-6  # spec step 4: (A - mean) / max(std, eps)
-GRPO_EPS = 1e-6  # spec GRPO baseline: (r - mean) / (max(std, floor) + eps)
 # A node is "usable" when its value differs from its parent's by more than this fraction of
 # the group's reward range (sums of equal rewards in different orders differ by ~1e-16).
 USABLE_RTOL = 1e-9
@@ -173,7 +168,7 @@ def _trie_boundaries(tok: torch.Tensor, length: torch.Tensor, valid: torch.Tenso
     g, m, t = tok.shape
     if t == 0:
         return torch.full((g, 0), -1, dtype=torch.long, device=tok.device)
-    lcp = _common_prefix(tok, length)  # [G, M, M]
+    lcp = common_prefix(tok, length)  # [G, M, M]
     pair = valid[:, :, None] & valid[:, None, :] & (lcp >= first)
     pair &= ~torch.eye(m, dtype=torch.bool, device=tok.device)
     hit = torch.zeros(g, t + 1, dtype=torch.bool, device=tok.device)
@@ -182,45 +177,6 @@ def _trie_boundaries(tok: torch.Tensor, length: torch.Tensor, valid: torch.Tenso
     p = int(hit.sum(1).max())
     pos = torch.where(hit, torch.arange(t + 1, device=tok.device), -1)
     return _ascending(pos).narrow(1, 0, p)
-
-
-def _common_prefix(tok: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """lcp [G, M, M]: the longest common prefix of each pair of a group's rows, at most the
-    shorter one's length. tok [G, M, T] (-1 on padding), length [G, M]. A [G, M, M, T] comparison."""
-    t = tok.shape[2]
-    differ = tok[:, :, None, :] != tok[:, None, :, :]  # [G, M, M, T]
-    lcp = torch.where(differ.any(3), differ.to(torch.uint8).argmax(3), t)  # padded prefix
-    return torch.minimum(lcp, torch.minimum(length[:, :, None], length[:, None, :]))
-
-
-def trie_segments(completion_ids: torch.Tensor, completion_mask: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """Each token's segment along its row's path through its group's prefix trie.
-
-    Shapes: completion_ids [N, T] int, completion_mask [N, T] bool (a prefix of each row),
-    group_ids [N] int -> segments [N, T] long (0, 1, ... along each row; 0 on padding).
-
-    A segment is a run of tokens shared by the same set of the group's rows: row i's segments
-    start at 0 and at every lcp(i, j) > 0 of another row j (where j's path leaves i's). Nothing
-    the group's rewards say tells apart the tokens of one segment.
-    """
-    check_tensor("completion_ids", completion_ids, "int", ndim=2)
-    check_tensor("completion_mask", completion_mask, "bool", shape=tuple(completion_ids.shape))
-    check_tensor("group_ids", group_ids, "int", shape=(completion_ids.shape[0],))
-    check_prefix_mask("completion_mask", completion_mask)
-    n, t = completion_ids.shape
-    if n == 0:
-        raise ValueError("completion_ids: empty batch (N = 0 rows)")
-    if t == 0:
-        return completion_ids.new_zeros(n, 0)
-    lay = group_layout(group_ids)
-    tok = lay.by_group(_padded_tokens(completion_ids, completion_mask), -1.0)  # [G, M, T]
-    g, m, _ = tok.shape
-    lcp = _common_prefix(tok, lay.by_group(completion_mask.sum(1), 0))  # [G, M, M]
-    other = lay.valid[:, :, None] & lay.valid[:, None, :] & ~torch.eye(m, dtype=torch.bool, device=tok.device)
-    cut = torch.zeros(g, m, t + 1, dtype=torch.long, device=tok.device)
-    cut.scatter_(2, torch.where(other, lcp, 0), 1)  # a cut where another row leaves (0: none)
-    cut[:, :, 0] = 0
-    return lay.by_row(cut.cumsum(2)[:, :, :t]).masked_fill(~completion_mask, 0)
 
 
 def _ascending(pos: torch.Tensor) -> torch.Tensor:
@@ -293,7 +249,7 @@ def leaf_advantages(
     lengths = completion_mask.sum(1)  # [N]
     length = lay.by_group(lengths, 0)  # [G, M]
     x, reward_range = centred_rewards(rewards, lay)  # [G, M], [G]
-    tok = _padded_tokens(completion_ids, completion_mask)  # [N, T] float64, -1 on padding
+    tok = padded_tokens(completion_ids, completion_mask)  # [N, T] float64, -1 on padding
 
     # Step 1: boundaries [G, J], ascending, -1 on empty slots.
     first = max(1, config.min_prefix_tokens)
@@ -370,19 +326,6 @@ def _spans(x, root, node_value, size, depth, bound, length, valid, terms):
     return raw, start, end, internal, span_valid
 
 
-def _padded_tokens(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[N, T] float64 ids, -1 on padding (unlike any real id), for the exact prefix test."""
-    if ids.numel() == 0:
-        return ids.double()
-    low, high = torch.aminmax(ids)  # over padding too: a cheap, conservative bound
-    if low < 0 and bool((ids < 0).logical_and_(mask).any()):
-        raise ValueError("completion_ids: real tokens must be ids >= 0")
-    if 4 * (int(high) + 1) ** 2 * ids.shape[1] >= 2**53:  # bounds every partial sum of A, C
-        raise ValueError(f"completion_ids: ids up to {int(high)} over {ids.shape[1]} tokens are "
-                         "beyond the exact float64 prefix test (4 (max id + 1)^2 T < 2^53)")
-    return ids.double().masked_fill_(~mask, -1.0)
-
-
 def _spread(span_adv: torch.Tensor, cut: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token advantages [N, T]: token t takes span #{b : cut_b <= t}; 0 on padding.
 
@@ -449,81 +392,5 @@ def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor,
         raise ValueError(f"std_floor must be a number >= 0, got {std_floor!r}")
     check_finite("rewards", rewards)
     lay = group_layout(group_ids)
-    x, _ = centred_rewards(rewards, lay)  # [G, M]
-    cnt = lay.valid.sum(1)  # [G]
-    mean = x.sum(1) / cnt
-    dev = (x - mean[:, None]) * lay.valid
-    std = ((dev**2).sum(1) / (cnt - 1).clamp(min=1)).sqrt()
-    adv = dev / (std.clamp(min=std_floor) + GRPO_EPS)[:, None]
-    return lay.by_row(adv).float()
-
-
-def token_contrast(completion_ids: torch.Tensor, completion_mask: torch.Tensor, rewards: torch.Tensor,
-                   group_ids: torch.Tensor) -> torch.Tensor:
-    """What the rest of the group says about each token: the mean reward of the OTHER rows of
-    the group whose response holds the same token id (anywhere), minus the mean reward of all the
-    other rows. A token no other row holds has only its own row's result to go by: r_i minus the
-    other rows' mean. 0 on padding and in a group of one.
-
-    Shapes: completion_ids [N, T] int, completion_mask [N, T] bool (a prefix of each row),
-    rewards [N] float, group_ids [N] int -> contrast [N, T] float64.
-
-    A token every row holds gets 0; a token held by some others is credited by how those others
-    did, whatever its own row's reward (leave-one-out). Token ids are compared through a dense
-    renumbering, so the cost is N x (distinct ids in the batch), whatever the vocabulary.
-    """
-    check_tensor("completion_ids", completion_ids, "int", ndim=2)
-    n, t = completion_ids.shape
-    if n == 0:
-        raise ValueError("completion_ids: empty batch (N = 0 rows)")
-    check_tensor("completion_mask", completion_mask, "bool", shape=(n, t))
-    check_tensor("rewards", rewards, "float", shape=(n,))
-    check_tensor("group_ids", group_ids, "int", shape=(n,))
-    check_same_device(completion_ids=completion_ids, completion_mask=completion_mask, rewards=rewards,
-                      group_ids=group_ids)
-    check_prefix_mask("completion_mask", completion_mask)
-    check_finite("rewards", rewards)
-    device = completion_ids.device
-    lay = group_layout(group_ids)
-    r = rewards.double()
-    distinct, token = torch.unique(completion_ids[completion_mask], return_inverse=True)  # [n_real]
-    row = torch.arange(n, device=device)[:, None].expand(n, t)[completion_mask]  # [n_real]
-    holds = torch.zeros(n, distinct.numel(), dtype=torch.float64, device=device)
-    holds[row, token] = 1.0  # [N, U]: row i's response holds distinct id u
-    g = lay.ids.numel()
-    rows_holding = torch.zeros(g, holds.shape[1], dtype=torch.float64, device=device).index_add_(0, lay.index, holds)
-    reward_holding = torch.zeros_like(rows_holding).index_add_(0, lay.index, holds * r[:, None])  # [G, U]
-    size = torch.bincount(lay.index, minlength=g).double()  # [G]
-    total = torch.zeros(g, dtype=torch.float64, device=device).index_add_(0, lay.index, r)  # [G]
-    group = lay.index[row]
-    others_holding = rows_holding[group, token] - 1.0  # [n_real]: the row itself holds it
-    mean_holding = (reward_holding[group, token] - r[row]) / others_holding.clamp(min=1.0)
-    mean_others = (total[group] - r[row]) / (size[group] - 1.0).clamp(min=1.0)
-    contrast = torch.zeros(n, t, dtype=torch.float64, device=device)
-    alone = torch.where(size[group] > 1, r[row] - mean_others, 0.0)
-    contrast[completion_mask] = torch.where(others_holding > 0, mean_holding - mean_others, alone)
-    return contrast
-
-
-def leafrl_advantages(completion_ids: torch.Tensor, completion_mask: torch.Tensor, rewards: torch.Tensor,
-                      group_ids: torch.Tensor, std_floor: float = 1 / 3) -> torch.Tensor:
-    """leafrl's credit (``--algo leafrl``): GRPO's response advantage plus each token's
-    ``token_contrast``, on GRPO's scale:
-    A_it = (r_i - mean + contrast_it) / (max(std, std_floor) + 1e-6) within each group.
-
-    Shapes: completion_ids [N, T] int, completion_mask [N, T] bool, rewards [N] float,
-    group_ids [N] int -> advantages [N, T] float32, 0 on padding.
-
-    Every token of a response shares its reward's advantage, as in GRPO; within the response a
-    token is credited above or below that by how the group's other responses that hold it did.
-    Same K responses, no extra decoding, no critic.
-    """
-    contrast = token_contrast(completion_ids, completion_mask, rewards, group_ids)
-    lay = group_layout(group_ids)
-    x, _ = centred_rewards(rewards, lay)  # [G, M]
-    cnt = lay.valid.sum(1)
-    dev = (x - (x.sum(1) / cnt)[:, None]) * lay.valid
-    std = ((dev**2).sum(1) / (cnt - 1).clamp(min=1)).sqrt()
-    scale = lay.by_row((std.clamp(min=std_floor) + GRPO_EPS)[:, None].expand_as(x).contiguous())  # [N]
-    out = (lay.by_row(dev)[:, None] + contrast) / scale[:, None]
-    return out.masked_fill_(~completion_mask, 0.0).float()
+    dev, scale = grpo_terms(rewards, lay, std_floor)
+    return lay.by_row(dev / scale[:, None]).float()

@@ -257,7 +257,7 @@ class TrainConfig:
     algo: str = "leaf"
     """"leaf" (the paper's), "grpo" or "leafrl": same rollouts, same loss; only the advantages differ.
 
-    "leafrl" is leafrl's own credit (``leafrl.advantages.leafrl_advantages``): GRPO's response
+    "leafrl" is leafrl's own credit (``leafrl.token_credit.leafrl_advantages``): GRPO's response
     advantage plus each token's contrast with the group's other responses holding it (docs/method.md)."""
     leaf: LeafConfig = field(default_factory=LeafConfig)
     """LEAF's options (the paper's defaults)."""

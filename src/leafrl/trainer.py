@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from leafrl.advantages import grpo_advantages, leaf_advantages, leafrl_advantages
+from leafrl.advantages import grpo_advantages, leaf_advantages
 from leafrl.checkpoint import restore, save_checkpoint
 from leafrl.config import TrainConfig, resolve_paths, save_config
 from leafrl.data import load_split
@@ -49,6 +49,7 @@ from leafrl.rollout.record import Rollout, group_infos, save_rollouts
 from leafrl.rundir import claim, remove, rewind, state_kept, stop_on_interrupt
 from leafrl.schedule import warmup_cosine
 from leafrl.summary import HeldOut, RunSummary
+from leafrl.token_credit import leafrl_advantages
 from leafrl.tracking import MetricsLogger, mean_over_processes, progress_bar, warn
 
 

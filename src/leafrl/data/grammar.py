@@ -285,21 +285,19 @@ def sample_clause(rng: random.Random) -> Clause:
     return Clause(frame_key, nps, "or" if rng.random() < 0.25 else "and")
 
 
-def sample_sentence(rng: random.Random, max_de_tokens: int = MAX_DE_TOKENS,
-                    clause_weights: dict[int, float] = CLAUSE_COUNT_WEIGHTS) -> Sentence:
-    """A random sentence of 1-3 clauses (drawn by ``clause_weights``) whose German has at most
-    ``max_de_tokens`` words."""
+def sample_sentence(rng: random.Random, clause_weights: dict[int, float] = CLAUSE_COUNT_WEIGHTS) -> Sentence:
+    """A sentence of 1-3 clauses (``clause_weights``) whose German has at most MAX_DE_TOKENS words."""
     for _ in range(MAX_TRIES):
         n = _weighted(rng, clause_weights)
         sentence = Sentence(tuple(sample_clause(rng) for _ in range(n)),
                             tuple(rng.choice(tuple(CONJUNCTIONS)) for _ in range(n - 1)))
-        if len(render(sentence)[1].split()) <= max_de_tokens:
+        if len(render(sentence)[1].split()) <= MAX_DE_TOKENS:
             return sentence
-    raise RuntimeError(f"no sentence within max_de_tokens={max_de_tokens} in {MAX_TRIES} tries")
+    raise RuntimeError(f"no sentence within MAX_DE_TOKENS={MAX_DE_TOKENS} in {MAX_TRIES} tries")
 
 
 def sample_ast(rng: random.Random, clause_weights: dict[int, float] = CLAUSE_COUNT_WEIGHTS) -> Utterance:
-    """A speech-translation row: English sentence (clauses drawn by ``clause_weights``) -> German reference."""
+    """A speech-translation row: English sentence (``clause_weights``) -> German reference."""
     sentence = sample_sentence(rng, clause_weights=clause_weights)
     english, german = render(sentence)
     return Utterance("ast", english, AST_PROMPT, german, color_noun_pairs(sentence))

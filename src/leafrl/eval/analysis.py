@@ -22,16 +22,7 @@ import torch
 from rich.console import Console
 
 from leafrl._files import write_text_atomic
-from leafrl.advantages import (
-    BOUNDARIES,
-    NORMALIZE,
-    TERMS,
-    LeafConfig,
-    grpo_advantages,
-    leaf_advantages,
-    leafrl_advantages,
-    trie_segments,
-)
+from leafrl.advantages import BOUNDARIES, NORMALIZE, TERMS, LeafConfig, grpo_advantages, leaf_advantages
 from leafrl.config import TrainConfig
 from leafrl.errors import UserError
 from leafrl.eval.stats import wilson
@@ -41,6 +32,7 @@ from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
 from leafrl.rollout.record import Rollout, concat
+from leafrl.token_credit import leafrl_advantages, trie_segments
 from leafrl.tracking import progress_bar
 
 ITEMS_PER_CALL = 8  # items sampled by one generate call (K responses each)

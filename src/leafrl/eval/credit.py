@@ -15,7 +15,7 @@ against those labels:
   mean) whose advantage is >= 0, i.e. the correct parts of a poor response are not punished. GRPO scores 0 here.
 
 The ceiling that the same K responses allow is the AUC of ``segment_oracle``: it knows which tokens are wrong but
-gives every token of one trie segment (``leafrl.advantages.trie_segments``: a run of tokens shared by the same set of
+gives every token of one trie segment (``leafrl.token_credit.trie_segments``: a run of tokens shared by the same set of
 responses) one value, since nothing the group's rewards say tells those tokens apart.
 
 Each value is pooled over the whole set (a ratio of sums); its 95% interval is a percentile bootstrap that resamples

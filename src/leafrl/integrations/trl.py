@@ -1,6 +1,6 @@
 """LEAF inside TRL: ``LeafGRPOTrainer`` is a ``trl.GRPOTrainer`` whose per-response advantages
 are replaced by LEAF's per-token ones [N, T] (TRL's loss takes 2-D advantages), or with
-``algo="leafrl"`` by leafrl's own credit (``leafrl.advantages.leafrl_advantages``). Everything else
+``algo="leafrl"`` by leafrl's own credit (``leafrl.token_credit.leafrl_advantages``). Everything else
 (generation, rewards, KL, clipping, logging, accelerate) is TRL's. Supported: trl 1.16 (the
 ``leafrl[trl]`` extra pins it); text models (TRL does not carry audio features into its loss
 forward, so speech models train with ``leafrl train``).
@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from leafrl.advantages import LeafConfig, leaf_advantages, leafrl_advantages
+from leafrl.advantages import LeafConfig, leaf_advantages
+from leafrl.token_credit import leafrl_advantages
 
 ALGOS = ("leaf", "leafrl")
 
