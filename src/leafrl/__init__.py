@@ -5,6 +5,7 @@ The pure core (torch only) is re-exported here; everything else lives in its own
 
 from leafrl.advantages import LeafConfig, LeafStats, LeafTree, grpo_advantages, leaf_advantages
 from leafrl.losses import loss_normalizer, policy_loss
+from leafrl.token_credit import leafrl_advantages, token_contrast, trie_segments
 
 __version__ = "0.1.0.dev0"
 
@@ -14,7 +15,10 @@ __all__ = [
     "LeafTree",
     "grpo_advantages",
     "leaf_advantages",
+    "leafrl_advantages",
     "loss_normalizer",
     "policy_loss",
+    "token_contrast",
+    "trie_segments",
     "__version__",
 ]
