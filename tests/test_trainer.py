@@ -422,3 +422,16 @@ def test_the_start_evaluated_once_is_what_a_run_evaluates_itself(setting, tmp_pa
     assert HeldOut.load(tmp_path / "given" / "before.json") == marked
     rows = [json.loads(line) for line in (tmp_path / "own" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["eval_seconds"] > 0  # the final evaluation's time is logged with its BLEU
+
+
+@pytest.mark.parametrize("sampled_during", [False, True])
+def test_evaluations_during_training_are_greedy_unless_asked(setting, tmp_path, sampled_during):
+    out = tmp_path / str(sampled_during)
+    cfg = tiny_config(setting, out, **{"eval.every": 1, "eval.sampled_passes": 2,
+                                       "eval.sampled_during": sampled_during})
+    summary = train(cfg, quiet=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    during = next(r for r in rows if r["step"] == 1 and "valid_bleu" in r)
+    assert ("valid_bleu_sampled" in during) == sampled_during and during["eval_seconds"] > 0
+    # the start and the end always have the paper's sampled passes
+    assert None not in (summary.valid_bleu_sampled_before, summary.valid_bleu_sampled_after)

@@ -194,9 +194,10 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
                   f"trainable parameters) on {len(train)} examples from {data}")
     logger = MetricsLogger(out)
 
-    def valid_bleu() -> dict[str, float]:
+    def valid_bleu(during: bool = False) -> dict[str, float]:
         e = cfg.eval
-        result = evaluate(model, family, valid, max_new_tokens=e.max_new_tokens, sampled_passes=e.sampled_passes,
+        passes = 0 if during and not e.sampled_during else e.sampled_passes
+        result = evaluate(model, family, valid, max_new_tokens=e.max_new_tokens, sampled_passes=passes,
                           temperature=e.temperature, top_p=e.top_p, seed=e.seed, batch_size=e.batch_size)
         return {"valid_bleu": result.greedy.bleu, **({"valid_bleu_sampled": result.sampled_bleu}
                                                     if result.sampled else {})}
@@ -222,7 +223,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
               batch_size=cfg.align_batch_size, optimizer=fresh_optimizer())
 
     def periodic_bleu(step: int) -> dict:
-        return valid_bleu() if step % cfg.eval.every == 0 and step < cfg.steps else {}
+        return valid_bleu(during=True) if step % cfg.eval.every == 0 and step < cfg.steps else {}
 
     stage("sft", "loss", cfg.steps, lambda idx: reference_nll(model, family, inputs_of(idx),
                                                               [train[i] for i in idx], device),

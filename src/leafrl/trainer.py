@@ -331,12 +331,14 @@ def train_step(run: Run, step: int, record: Path | None = None) -> dict:
 # ------------------------------------------------------------------------------ the loop
 
 
-def held_out(run: Run) -> HeldOut:
+def held_out(run: Run, during: bool = False) -> HeldOut:
     """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of ``eval.sampled_passes``
-    sampled passes, with the predictions in row order. Every process decodes its share of the
-    held-out rows (rows rank, rank + processes, ...); they are gathered and scored whole."""
-    acc = run.accelerator
-    return _held_out(run.policy, run.family, run.valid, run.cfg, acc.process_index, acc.num_processes)
+    sampled passes (none ``during`` training unless ``eval.sampled_during``), with the predictions
+    in row order. Every process decodes its share of the held-out rows (rows rank, rank +
+    processes, ...); they are gathered and scored whole."""
+    acc, e = run.accelerator, run.cfg.eval
+    passes = 0 if during and not e.sampled_during else e.sampled_passes
+    return _held_out(run.policy, run.family, run.valid, run.cfg, passes, acc.process_index, acc.num_processes)
 
 
 def start_evaluation(cfg: TrainConfig) -> HeldOut:
@@ -347,15 +349,15 @@ def start_evaluation(cfg: TrainConfig) -> HeldOut:
     valid = list(load_split(cfg.data, "valid"))[: cfg.eval.examples]
     model, family = load_checked(cfg.model, resolve_dtype(cfg.model_dtype), cfg.data, {"valid": valid},
                                  cfg.rollout.max_new_tokens, cfg.system)
-    return _held_out(model.eval(), family, valid, cfg, 0, 1)
+    return _held_out(model.eval(), family, valid, cfg, cfg.eval.sampled_passes, 0, 1)
 
 
-def _held_out(policy: Any, family: ModelFamily, valid: list[Any], cfg: TrainConfig, rank: int, processes: int,
-              ) -> HeldOut:
+def _held_out(policy: Any, family: ModelFamily, valid: list[Any], cfg: TrainConfig, sampled_passes: int, rank: int,
+              processes: int) -> HeldOut:
     e = cfg.eval
     rows = list(range(rank, len(valid), processes))
     result = evaluate(policy, family, [valid[i] for i in rows], max_new_tokens=cfg.rollout.max_new_tokens,
-                      sampled_passes=e.sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed + rank,
+                      sampled_passes=sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed + rank,
                       batch_size=e.batch_size)
 
     def in_row_order(values: list) -> list:
@@ -415,7 +417,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             step += 1
             if step % cfg.eval.every == 0 and step < cfg.steps:
                 evaluated = time.perf_counter()
-                row.update(held_out(run).metrics(), eval_seconds=time.perf_counter() - evaluated)
+                row.update(held_out(run, during=True).metrics(), eval_seconds=time.perf_counter() - evaluated)
             logger.log(step, row)
             if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
                 if main:
