@@ -5,7 +5,8 @@
 Batches look like sampled responses: the K responses of a prompt follow a shared base text
 and leave it at random points (so prefixes are shared), lengths vary (EOS), and surprisal is
 exponential. Prints milliseconds per call (median) and the speed-up over the reference; GRPO
-plus its broadcast to tokens is printed beside LEAF as the floor any per-token method pays.
+plus its broadcast to tokens is printed beside LEAF as the floor any per-token method pays, and
+leafrl's credit (``leafrl_advantages``) with its ratio to LEAF's time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_leaf import reference_leaf  # noqa: E402  (the readable per-group version)
 
 from leafrl.advantages import LeafConfig, grpo_advantages, leaf_advantages  # noqa: E402
+from leafrl.token_credit import leafrl_advantages  # noqa: E402
 
 
 def make_batch(prompts: int, k: int, tokens: int, seed: int = 0):
@@ -60,7 +62,7 @@ def main() -> None:
     config = LeafConfig()
     print(f"torch {torch.__version__}, 1 thread, K={args.k}, T={args.tokens}, {config}")
     header = f"{'prompts':>8} {'rows':>6} {'reference ms':>13} {'leaf ms':>9} {'speed-up':>9} " \
-             f"{'grpo+bcast ms':>14} {'leaf trie ms':>13}"
+             f"{'grpo+bcast ms':>14} {'leaf trie ms':>13} {'leafrl ms':>10} {'leafrl/leaf':>12}"
     print(header)
     for prompts in args.prompts:
         bench(prompts, args.k, args.tokens, args.repeat, config)
@@ -75,8 +77,9 @@ def bench(prompts: int, k: int, tokens: int, repeat: int, config: LeafConfig) ->
     leaf_ms = median_ms(lambda: leaf_advantages(ids, mask, sur, rewards, gids, config), repeat)
     trie_ms = median_ms(lambda: leaf_advantages(ids, mask, sur, rewards, gids, trie), repeat)
     grpo_ms = median_ms(lambda: grpo_advantages(rewards, gids)[:, None] * mask, repeat)
+    leafrl_ms = median_ms(lambda: leafrl_advantages(ids, mask, rewards, gids), repeat)
     print(f"{prompts:>8} {len(ids):>6} {ref_ms:>13.1f} {leaf_ms:>9.2f} {ref_ms / leaf_ms:>8.0f}x "
-          f"{grpo_ms:>14.3f} {trie_ms:>13.2f}")
+          f"{grpo_ms:>14.3f} {trie_ms:>13.2f} {leafrl_ms:>10.2f} {leafrl_ms / leaf_ms:>11.2f}x")
 
 if __name__ == "__main__":
     main()

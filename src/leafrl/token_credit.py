@@ -60,8 +60,9 @@ def token_contrast(completion_ids: torch.Tensor, completion_mask: torch.Tensor, 
     rewards [N] float, group_ids [N] int -> contrast [N, T] float64.
 
     A token every row holds gets 0; a token held by some others is credited by how those others
-    did, whatever its own row's reward (leave-one-out). Token ids are compared through a dense
-    renumbering, so the cost is N x (distinct ids in the batch), whatever the vocabulary.
+    did, whatever its own row's reward (leave-one-out). Two sorts of the batch's real tokens
+    (``torch.unique``) find the rows holding each (group, token id): memory and time grow with
+    the tokens, whatever the vocabulary.
     """
     check_tensor("completion_ids", completion_ids, "int", ndim=2)
     n, t = completion_ids.shape
@@ -77,20 +78,25 @@ def token_contrast(completion_ids: torch.Tensor, completion_mask: torch.Tensor, 
     device = completion_ids.device
     lay = group_layout(group_ids)
     r = rewards.double()
-    distinct, token = torch.unique(completion_ids[completion_mask], return_inverse=True)  # [n_real]
+    contrast = torch.zeros(n, t, dtype=torch.float64, device=device)
+    if not completion_mask.any():
+        return contrast
     row = torch.arange(n, device=device)[:, None].expand(n, t)[completion_mask]  # [n_real]
-    holds = torch.zeros(n, distinct.numel(), dtype=torch.float64, device=device)
-    holds[row, token] = 1.0  # [N, U]: row i's response holds distinct id u
+    group = lay.index[row]
+    ids = completion_ids[completion_mask]
+    # each (group, token id) once: key u; then each (row, u) once: the rows holding u
+    _, key = torch.unique(group * (int(ids.max()) + 1) + ids, return_inverse=True)  # [n_real] in [0, U)
+    u = int(key.max()) + 1
+    held = torch.unique(row * u + key)  # [P] distinct (row, key) pairs
+    holding_row, holding_key = held // u, held % u
+    rows_holding = torch.bincount(holding_key, minlength=u).double()  # [U]
+    reward_holding = torch.zeros(u, dtype=torch.float64, device=device).index_add_(0, holding_key, r[holding_row])
     g = lay.ids.numel()
-    rows_holding = torch.zeros(g, holds.shape[1], dtype=torch.float64, device=device).index_add_(0, lay.index, holds)
-    reward_holding = torch.zeros_like(rows_holding).index_add_(0, lay.index, holds * r[:, None])  # [G, U]
     size = torch.bincount(lay.index, minlength=g).double()  # [G]
     total = torch.zeros(g, dtype=torch.float64, device=device).index_add_(0, lay.index, r)  # [G]
-    group = lay.index[row]
-    others_holding = rows_holding[group, token] - 1.0  # [n_real]: the row itself holds it
-    mean_holding = (reward_holding[group, token] - r[row]) / others_holding.clamp(min=1.0)
+    others_holding = rows_holding[key] - 1.0  # [n_real]: the row itself holds it
+    mean_holding = (reward_holding[key] - r[row]) / others_holding.clamp(min=1.0)
     mean_others = (total[group] - r[row]) / (size[group] - 1.0).clamp(min=1.0)
-    contrast = torch.zeros(n, t, dtype=torch.float64, device=device)
     alone = torch.where(size[group] > 1, r[row] - mean_others, 0.0)
     contrast[completion_mask] = torch.where(others_holding > 0, mean_holding - mean_others, alone)
     return contrast

@@ -332,10 +332,9 @@ def train_step(run: Run, step: int, record: Path | None = None) -> dict:
 
 
 def held_out(run: Run, during: bool = False) -> HeldOut:
-    """Lowercased corpus BLEU of one greedy pass and the mean (and spread) of ``eval.sampled_passes``
-    sampled passes (none ``during`` training unless ``eval.sampled_during``), with the predictions
-    in row order. Every process decodes its share of the held-out rows (rows rank, rank +
-    processes, ...); they are gathered and scored whole."""
+    """Lowercased corpus BLEU of a greedy pass and the mean (and spread) of ``eval.sampled_passes``
+    sampled ones (none ``during`` training unless ``eval.sampled_during``), predictions in row order.
+    Each process decodes its share of the rows (rank, rank + processes, ...), scored whole."""
     acc, e = run.accelerator, run.cfg.eval
     passes = 0 if during and not e.sampled_during else e.sampled_passes
     return _held_out(run.policy, run.family, run.valid, run.cfg, passes, acc.process_index, acc.num_processes)
@@ -432,8 +431,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
         console.print(f"stopped at step {step}: checkpoint saved; continue with --resume {run.out}")
         return None
     evaluated = time.perf_counter()
-    after = held_out(run)
-    eval_seconds = time.perf_counter() - evaluated
+    after, eval_seconds = held_out(run), time.perf_counter() - evaluated
     # the processes' last collective: a process leaving with its process group alive aborts (gloo)
     run.accelerator.end_training()
     if not main:
