@@ -161,6 +161,10 @@ class EvalConfig:
     the sampled passes each costs a sixth as much at 5 passes."""
     temperature: float = 0.9
     """Temperature of the sampled passes (paper: 0.9)."""
+
+    def passes(self, during: bool) -> int:
+        """The sampled passes of an evaluation ``during`` training, or at its start or end."""
+        return 0 if during and not self.sampled_during else self.sampled_passes
     top_p: float = 0.9
     """Top-p of the sampled passes (paper: 0.9)."""
     seed: int = 42

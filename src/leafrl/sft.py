@@ -196,8 +196,7 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
 
     def valid_bleu(during: bool = False) -> dict[str, float]:
         e = cfg.eval
-        passes = 0 if during and not e.sampled_during else e.sampled_passes
-        result = evaluate(model, family, valid, max_new_tokens=e.max_new_tokens, sampled_passes=passes,
+        result = evaluate(model, family, valid, max_new_tokens=e.max_new_tokens, sampled_passes=e.passes(during),
                           temperature=e.temperature, top_p=e.top_p, seed=e.seed, batch_size=e.batch_size)
         return {"valid_bleu": result.greedy.bleu, **({"valid_bleu_sampled": result.sampled_bleu}
                                                     if result.sampled else {})}

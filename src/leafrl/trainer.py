@@ -335,9 +335,9 @@ def held_out(run: Run, during: bool = False) -> HeldOut:
     """Lowercased corpus BLEU of a greedy pass and the mean (and spread) of ``eval.sampled_passes``
     sampled ones (none ``during`` training unless ``eval.sampled_during``), predictions in row order.
     Each process decodes its share of the rows (rank, rank + processes, ...), scored whole."""
-    acc, e = run.accelerator, run.cfg.eval
-    passes = 0 if during and not e.sampled_during else e.sampled_passes
-    return _held_out(run.policy, run.family, run.valid, run.cfg, passes, acc.process_index, acc.num_processes)
+    acc = run.accelerator
+    return _held_out(run.policy, run.family, run.valid, run.cfg, run.cfg.eval.passes(during), acc.process_index,
+                     acc.num_processes)
 
 
 def start_evaluation(cfg: TrainConfig) -> HeldOut:

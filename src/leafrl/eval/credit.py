@@ -61,9 +61,8 @@ def segment_oracle(segments: torch.Tensor, mask: torch.Tensor, right: torch.Tens
     n, t = segments.shape
     width = int(segments.max()) + 1 if segments.numel() else 1  # segment ids per row
     key = (torch.arange(n, device=segments.device)[:, None] * width + segments)[mask]  # one id per (row, segment)
-    total = torch.zeros(n * width, dtype=torch.float64, device=segments.device)
-    count = total.index_add(0, key, torch.ones_like(key, dtype=torch.float64))
-    hits = torch.zeros_like(total).index_add(0, key, right[mask].double())
+    count = torch.bincount(key, minlength=n * width).double()
+    hits = torch.bincount(key, weights=right[mask].double(), minlength=n * width)
     values = torch.zeros(n, t, dtype=torch.float64, device=segments.device)
     values[mask] = hits[key] / count[key]
     return values.float()

@@ -129,8 +129,9 @@ def run_report(run_dir: Path, data: str, examples: int) -> Group:
     if (shares := convention_shares(rows, before)) is not None and builtin_name(data) != "local":
         parts.append(shares_table(shares, convention_shares(rows, after), "how the greedy answers are written "
                                   "(share of each task's rows; \"task\": the built-in task's own convention)"))
-    if (slots := slots_of(data, [ex.reference for ex in rows], before, [])) is not None:
-        after_slots = slots_of(data, [ex.reference for ex in rows], after, [])["greedy"]
+    references = [ex.reference for ex in rows]
+    if (slots := slots_of(data, references, before, [])) is not None:
+        after_slots = slots_of(data, references, after, [])["greedy"]
         parts.append(shares_table({kind: v["error"] for kind, v in slots["greedy"].items()},
                                   {kind: v["error"] for kind, v in after_slots.items()},
                                   "greedy answers' slots with the wrong form (share of each kind's slots)"))
