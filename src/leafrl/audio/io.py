@@ -6,6 +6,11 @@ an ``(array, rate)`` tuple, and returns a 1-D float32 array at ``sampling_rate``
 is an ``AudioError`` that names the example id and the file, so a bad row in a 100k-row
 manifest can be found. numpy + soundfile (libsndfile: WAV/FLAC/OGG/MP3) + soxr; no torch.
 
+A path the operating system will not read is named with the cause (``_files.path_problem``:
+missing, a directory, a symlink loop, no permission). A WAV whose data chunk is cut short (a
+download cut off) is used as far as it goes, with one warning per file and process naming how
+much is missing.
+
 Notation used for array shapes:
     S samples, C channels (soundfile's layout is [S, C]).
 """
@@ -16,16 +21,19 @@ import os
 import uuid
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from leafrl._files import path_problem
 from leafrl.errors import UserError
 
 TOO_LONG = ("error", "trim")
 # suffix -> (libsndfile format, subtype) for write_audio
 WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+_CHECKED: set[tuple] = set()  # the files already checked for a cut-short WAV in this process
 
 
 class AudioError(UserError):
@@ -97,12 +105,65 @@ def duration_seconds(audio: np.ndarray, sampling_rate: int) -> float:
     return np.shape(audio)[0] / _check_rate("sampling_rate", sampling_rate)
 
 
+def _wav_shortfall(f: BinaryIO) -> tuple[float, float] | None:
+    """(seconds the header promises, seconds the file holds) when ``f`` is a RIFF/WAVE file whose
+    data chunk is cut short; None otherwise, and for a streamed header (data size 0 or 0xFFFFFFFF:
+    the writer could not seek back to fill it in). Reads the chunk headers only."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+        return None
+    byte_rate, pos = 0, 12
+    while True:
+        f.seek(pos)
+        chunk = f.read(20)  # a chunk's name and size, and the fmt chunk up to its byte rate
+        if len(chunk) < 8:
+            return None
+        name, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
+        if name == b"fmt " and len(chunk) == 20:
+            byte_rate = int.from_bytes(chunk[16:20], "little")
+        if name == b"data":
+            held = size - pos - 8
+            if length in (0, 0xFFFFFFFF) or length <= held or not byte_rate:
+                return None
+            return length / byte_rate, held / byte_rate
+        pos += 8 + length + (length & 1)  # chunks are padded to an even size
+
+
+def _warn_if_cut(source: str | os.PathLike | BytesIO, where: str) -> None:
+    """Warn when ``source`` is a WAV cut short (each file checked once per process and version): soundfile
+    reads as many samples as the file holds and says nothing, so a cut download would train on
+    part of a clip."""
+    if isinstance(source, BytesIO):
+        key = (where, source.getbuffer().nbytes)
+    else:
+        info = os.stat(source)
+        key = (os.path.abspath(source), info.st_size, info.st_mtime_ns)  # a file changed since is checked again
+    if key in _CHECKED:
+        return
+    _CHECKED.add(key)
+    if isinstance(source, BytesIO):
+        found = _wav_shortfall(source)
+        source.seek(0)
+    else:
+        with open(source, "rb") as f:
+            found = _wav_shortfall(f)
+    if found is not None:
+        from leafrl.tracking import warn
+
+        warn(f"{where}: the WAV header promises {found[0]:.2f} s, the file holds {found[1]:.2f} s "
+             "(cut short?): using what is there")
+
+
 def _opened(source: str | os.PathLike | bytes, where: str) -> str | os.PathLike | BytesIO:
-    """What soundfile opens for a path or file bytes; AudioError if the path is no file."""
+    """What soundfile opens for a path or file bytes; AudioError if the path cannot be read.
+    Warns when it is a WAV cut short (``_warn_if_cut``)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return BytesIO(bytes(source))
-    if not Path(source).is_file():
-        raise AudioError(f"{where}: file not found")
+        source = BytesIO(bytes(source))
+    elif (problem := path_problem(source)) is not None:
+        raise AudioError(f"{where}: file {problem}")
+    _warn_if_cut(source, where)
     return source
 
 

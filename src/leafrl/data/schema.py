@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from leafrl._files import path_problem
 from leafrl.errors import UserError
 
 REQUIRED_FIELDS = ("id", "prompt", "reference", "task")
@@ -94,8 +95,9 @@ def example_from_row(row: Any, *, source: str, line: int | None = None,
     """Validate one manifest row and build its Example.
 
     Relative audio paths are resolved against ``base_dir`` (the manifest's directory) and
-    must exist. Raises DataError naming ``source`` and the row id, or ``source:line`` when the
-    row has no usable id.
+    must name a readable file (the error says why not: missing, a directory, a symlink loop...).
+    Raises DataError naming ``source`` and the row id, or ``source:line`` when the row has no
+    usable id.
     """
     where = _where(source, line)
     if not isinstance(row, Mapping):
@@ -122,8 +124,8 @@ def example_from_row(row: Any, *, source: str, line: int | None = None,
         path = Path(audio).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        if not path.is_file():
-            raise DataError(f"{where}: row {row_id!r}: audio file not found: {path}")
+        if (problem := path_problem(path)) is not None:  # "not found", "is a directory", ...
+            raise DataError(f"{where}: row {row_id!r}: audio file {problem}: {path}")
         audio = os.path.abspath(path)
     return Example(id=row_id, audio=audio, prompt=row["prompt"],
                    reference=row["reference"], task=row["task"], meta={**extra, **meta})

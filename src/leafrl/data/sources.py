@@ -11,7 +11,9 @@ Two formats:
 ``load_split(data, split)`` picks the right reader for a data directory: ``train.jsonl`` /
 ``valid.jsonl`` / ``test.jsonl`` (the layout of the demo task and of the converters in
 :mod:`leafrl.data.converters`) or a ``save_to_disk`` directory. A missing split is an error listing
-the splits that exist; it never falls back to another split.
+the splits that exist; it never falls back to another split. A path that cannot be read is named
+with the cause (``leafrl._files.path_problem``): a manifest file given for the directory, a
+symlink loop, no permission.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from leafrl._files import path_problem
 from leafrl.data.schema import DataError, Example, example_from_row
 
 MANIFEST_SPLITS = ("train", "valid", "test")
@@ -35,8 +38,8 @@ def read_manifest(path: str | Path) -> Iterator[Example]:
     or a repeated id raise DataError naming ``path:line`` and the row id; so does a file with no rows.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
+    if (problem := path_problem(path)) is not None:
+        raise DataError(f"manifest {problem}: {path}")
     base_dir = path.resolve().parent
     seen: set[str] = set()
     with path.open("rb") as f:
@@ -159,10 +162,15 @@ def read_hf_dataset(path_or_name: str | Path, split: str | None, *, audio_column
 
 
 def manifest_path(data: str | Path, split: str) -> Path:
-    """The JSONL file of ``split`` in a manifest directory; raises listing what exists."""
+    """The JSONL file of ``split`` in a manifest directory; raises listing what exists, or saying
+    why ``data`` is no directory it can read (one manifest given for the directory: pass that)."""
     data = Path(data)
-    if not data.is_dir():
-        raise DataError(f"data directory not found: {data}")
+    if data.is_file():  # the commands read both train and valid: one manifest is not enough
+        parent = f" (here {data.parent})" if data.suffix == ".jsonl" else ", or a save_to_disk dataset"
+        raise DataError(f"--data {data} is a file: pass the directory that holds train.jsonl and "
+                        f"valid.jsonl{parent}")
+    if (problem := path_problem(data, directory=True)) is not None:
+        raise DataError(f"data directory {problem}: {data}")
     available = sorted(p.stem for p in data.glob("*.jsonl"))
     return data / f"{_pick_split(available, split, str(data))}.jsonl"
 

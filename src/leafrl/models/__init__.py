@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from leafrl._files import path_problem
 from leafrl.errors import UserError
 from leafrl.models.base import (
     EMBEDDED_KEYS,
@@ -97,7 +98,7 @@ def model_config(name_or_path: str) -> Any:
     elif path.exists():
         raise UserError(f"model {path}: a file, but not a GGUF one (.gguf); give a model directory or a GGUF file")
     elif not HUB_NAME.fullmatch(str(name_or_path)):
-        raise UserError(f"model directory not found: {name_or_path}")
+        raise UserError(f"model directory {path_problem(path, directory=True) or 'not found'}: {name_or_path}")
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError, KeyError) as err:
