@@ -230,3 +230,23 @@ def test_with_shared_prefixes_leaf_gives_tokens_of_a_response_different_credit(t
     assert trainer._metrics["train"]["leaf/fork_fire_rate"][-1] > 0
     varies = [bool(row[m].unique().numel() > 1) for row, m in zip(adv, mask)]
     assert any(varies)
+
+
+def test_a_saved_adapter_records_its_base_model_as_leafrl_commands_check_it(tiny_text, tmp_path):
+    """The identity the trainer saves beside its LoRA (computed under the LoRA) is the bare base
+    model's, so `leafrl eval --adapter` accepts it on that model and refuses it on another."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from leafrl.errors import UserError
+    from leafrl.identity import check_adapter, of_model
+
+    trainer = make_trainer(tiny_text, tmp_path)
+    trainer.save_model(str(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "adapter_config.json").is_file()
+    bare = of_model(str(tiny_text), AutoModelForCausalLM.from_pretrained(tiny_text),
+                    AutoTokenizer.from_pretrained(tiny_text))
+    assert check_adapter(tmp_path / "saved", "saved", bare) is None
+    sharp = save_text_model(tmp_path / "sharp", sharpness=40.0)
+    with pytest.raises(UserError, match="weights differ"):
+        check_adapter(tmp_path / "saved", "saved", of_model(str(sharp), AutoModelForCausalLM.from_pretrained(sharp),
+                                                            AutoTokenizer.from_pretrained(sharp)))

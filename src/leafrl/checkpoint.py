@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
+from leafrl._files import free_space, os_problem
 from leafrl.errors import UserError
+from leafrl.identity import save_adapter
 
 KEEP = 2  # complete checkpoints kept on disk
 MANIFEST = "manifest.json"
@@ -40,18 +42,36 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def save_checkpoint(out: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, extra: dict) -> Path:
+def save_checkpoint(out: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, extra: dict,
+                    base: dict | None = None) -> Path:
     """Write checkpoint ``step`` atomically with its manifest, then prune to the ``KEEP`` newest;
-    returns its directory."""
+    returns its directory. ``base``: the identity of the model the LoRA is trained on, saved
+    beside the adapter (``leafrl.identity``). A disk without room for it is a UserError saying so,
+    and the checkpoints already there are kept."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
+    need = checkpoint_bytes(model, optimizer)
+    if shutil.disk_usage(root).free < need:
+        raise UserError(f"cannot write checkpoint {final.name} in {root}: no space left on the disk (about "
+                        f"{need / 1e6:.1f} MB needed, {free_space(root)} free); free some space")
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}."))
-    model.save_pretrained(tmp / "adapter")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
-    manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in _files(tmp)}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    try:
+        model.save_pretrained(tmp / "adapter")
+        if base is not None:
+            save_adapter(tmp / "adapter", base)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+        manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in _files(tmp)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    except (OSError, RuntimeError) as err:  # torch says "unexpected pos" where the disk filled up
+        shutil.rmtree(tmp, ignore_errors=True)
+        problem = os_problem(err) if isinstance(err, OSError) else None
+        if problem is None and shutil.disk_usage(root).free >= need:
+            raise  # not the disk: a bug
+        raise UserError(f"cannot write checkpoint {final.name} in {root}: "
+                        f"{problem or f'no space left on the disk ({free_space(root)} free)'}; free some space"
+                        ) from err
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -59,6 +79,15 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: torch.optim.Opt
     for old in older[: max(0, len(older) - (KEEP - 1))]:
         shutil.rmtree(old)
     return final
+
+
+def checkpoint_bytes(model: Any, optimizer: torch.optim.Optimizer) -> int:
+    """About what a checkpoint takes on disk: the trained weights and the optimizer's state
+    (Adam: two moments per weight), plus a megabyte of metadata."""
+    trained = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    state = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
+                if isinstance(v, torch.Tensor))
+    return trained + max(state, 2 * trained) + (1 << 20)
 
 
 def problem_of(path: Path) -> str | None:

@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 
 from leafrl import __version__, cli_analysis, recipes
+from leafrl._files import os_problem
 from leafrl.advantages import LeafConfig
-from leafrl.cli_options import DATA, MODEL, QUIET, ConfigSources, default, with_config_sources
+from leafrl.cli_options import DATA, MODEL, QUIET, ConfigSources, at_least, default, with_config_sources
 from leafrl.config import SFTConfig, TrainConfig
 from leafrl.errors import UserError
 
@@ -200,6 +201,7 @@ def train(
     from leafrl.trainer import train as run_train
     from leafrl.viz.runs import bleu_table, run_report
 
+    at_least("--examples", examples, 0, "examples")
     console = Console(quiet=quiet)
     if resume is not None:
         given = {"--algo": algo, "--model": model, "--data": data, "--out": out, "--config": sources.config,
@@ -259,9 +261,10 @@ BUG = ("this is a bug in leafrl or in a library it calls, not a problem with you
 
 def main(argv: list[str] | None = None) -> None:
     """The ``leafrl`` command (``argv``: its arguments, default ``sys.argv[1:]``). A ``UserError``
-    (bad input, a missing tool or file, out of memory) prints as one line that names the cause and
-    the fix, exit status 1 (LEAFRL_TRACEBACK=1 shows its traceback too); any other exception is a
-    bug: its traceback and a line asking for a report, exit status 70."""
+    (bad input, a missing tool or file, out of memory) or an OSError of the machine (a full disk, a
+    read-only directory: ``_files.os_problem``) prints as one line that names the cause and the
+    fix, exit status 1 (LEAFRL_TRACEBACK=1 shows a UserError's traceback too); any other exception
+    is a bug: its traceback and a line asking for a report, exit status 70."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     from transformers.utils import logging as hf_logging
 
@@ -274,7 +277,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {err}", highlight=False)
         sys.exit(1)
-    except Exception:
+    except Exception as err:
+        if isinstance(err, OSError) and (problem := os_problem(err)) is not None:  # the machine's, not a bug
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {problem}", highlight=False)
+            sys.exit(1)
         import traceback
 
         traceback.print_exc()

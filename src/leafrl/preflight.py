@@ -13,7 +13,8 @@ from typing import Any
 from leafrl.audio.io import AudioError, clip_seconds
 from leafrl.data import DataError, split_source
 from leafrl.models import ModelFamily, context_length, load_speech_lm
-from leafrl.rollout.batch import modality_problem
+from leafrl.rollout.batch import build_prompts, modality_problem, special_texts
+from leafrl.tracking import warn
 
 SHOWN = 10  # rows named in the error; the rest are counted
 
@@ -33,6 +34,7 @@ def check_rows(examples: Sequence[Any], family: ModelFamily, context: int | None
         samples.append(n)
         if problem is not None:
             problems.append(problem)
+    problems += _special_text(examples, family, source)
     lengths = [] if problems else prompt_tokens(family, examples, samples, system)
     if context is not None:
         for ex, length, extra in zip(examples, lengths, new):
@@ -45,6 +47,32 @@ def check_rows(examples: Sequence[Any], family: ModelFamily, context: int | None
         raise DataError(f"{source}: {len(problems)} of {len(examples)} rows cannot be used; fix or drop them:\n  "
                         + "\n  ".join(problems[:SHOWN]) + more)
     return lengths
+
+
+WARNED: set[str] = set()  # the sources whose special-token text was reported (once per process)
+
+
+def _special_text(examples: Sequence[Any], family: ModelFamily, source: str) -> list[str]:
+    """The rows whose text holds the model's audio placeholder, as problems (leafrl inserts it
+    itself; a row's own one would be read as an audio slot); rows whose text spells other special
+    tokens are reported once, as kept as text (``rollout.batch.as_text``)."""
+    placeholders = family.tokenizer.convert_ids_to_tokens(family.suppress_token_ids)
+    specials = special_texts(family.tokenizer)
+    problems, spelled = [], {}
+    for ex in examples:
+        for field in ("prompt", "reference"):
+            text = getattr(ex, field)
+            if held := [p for p in placeholders if p in text]:
+                problems.append(f"example {ex.id!r}: its {field} holds {held[0]}, the model's audio placeholder, "
+                                "which leafrl inserts itself; remove it from the row")
+            elif found := [s for s in specials if s in text]:
+                spelled.setdefault(ex.id, found[0])
+    if spelled and source not in WARNED:
+        WARNED.add(source)
+        shown = ", ".join(f"{row!r} ({token})" for row, token in list(spelled.items())[:SHOWN])
+        warn(f"{source}: {len(spelled)} rows spell special tokens of the model's tokenizer in their text: {shown}"
+             f"{' ...' if len(spelled) > SHOWN else ''}; kept as text, never read as control tokens")
+    return problems
 
 
 def load_checked(model_name: str, dtype: Any, data: str, splits: dict[str, Sequence[Any]], new_tokens: int,
@@ -96,7 +124,7 @@ def prompt_tokens(family: ModelFamily, examples: Sequence[Any], samples: Sequenc
                   system: str | None = None) -> list[int]:
     """Each row's prompt length in tokens as the model reads it: the built prompt's text tokens,
     with the one audio placeholder expanded to the clip's ``audio_tokens(samples)``."""
-    prompts = [family.build_prompt(ex.prompt, system) for ex in examples]
+    prompts = build_prompts(family, examples, system)
     plain = family.sampling_rate is None and family.tokenizer.chat_template is None
     lengths = [len(ids) for ids in family.tokenizer(prompts, add_special_tokens=plain)["input_ids"]]
     if family.sampling_rate is None:

@@ -25,7 +25,7 @@ from leafrl.eval.evaluate import evaluate
 from leafrl.models import ModelFamily, attach_lora, completion_logprobs, context_length, load_speech_lm
 from leafrl.preflight import check_rows
 from leafrl.rollout.batch import EncodedRows, encode_examples, encode_targets
-from leafrl.rundir import SFT_FILES, claim, remove
+from leafrl.rundir import SFT_FILES, Claim, held
 from leafrl.schedule import warmup_cosine
 from leafrl.summary import SFTSummary
 from leafrl.tracking import MetricsLogger, progress_bar
@@ -114,7 +114,8 @@ def transcripts_of(examples: list[Any], setting: str) -> list[str]:
 
 def transcript_ids(tokenizer: Any, transcripts: list[str]) -> list[list[int]]:
     """Each transcript as token ids (as a word after a space)."""
-    return [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in transcripts]
+    return [tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            for text in transcripts]
 
 
 def alignment_loss(model: Any, family: ModelFamily, inputs: dict[str, torch.Tensor], targets: list[list[int]],
@@ -166,24 +167,28 @@ def train_stage(label: str, key: str, steps: int, loss_of: Callable[[list[int]],
 
 def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False, overwrite: bool = False,
             ) -> SFTSummary:
-    """Train into ``cfg.out``, which must hold no run unless ``overwrite`` (see ``leafrl.rundir``)."""
-    console = console or Console(quiet=quiet)
-    started = time.time()
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    """Train into ``cfg.out``, which must hold no run unless ``overwrite``, and is held by this
+    process till the end (see ``leafrl.rundir``)."""
     if cfg.data is None:
         raise UserError("SFTConfig.data is not set: give --data (or a recipe that sets it: `leafrl recipes`)")
     cfg = resolve_paths(cfg)
+    with held(Path(cfg.out), overwrite=overwrite, names=SFT_FILES) as claimed:
+        return _sft(cfg, claimed, console or Console(quiet=quiet), quiet)
+
+
+def _sft(cfg: SFTConfig, claimed: Claim, console: Console, quiet: bool) -> SFTSummary:
+    started = time.time()
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
     out, data = Path(cfg.out), cfg.data
-    replaced = claim(out, resume=False, overwrite=overwrite, names=SFT_FILES)
     train = list(load_split(data, "train"))
     valid = list(load_split(data, "valid"))[: cfg.eval.examples]
     model, family = setup_model(cfg, train)
-    targets = [len(ids) + 1 for ids in family.tokenizer([ex.reference for ex in train],
-                                                         add_special_tokens=False)["input_ids"]]
+    targets = [len(ids) + 1 for ids in family.tokenizer([ex.reference for ex in train], add_special_tokens=False,
+                                                         split_special_tokens=True)["input_ids"]]
     for split, rows, new in (("train", train, targets), ("valid", valid, cfg.eval.max_new_tokens)):
         check_rows(rows, family, context_length(model), new, split_source(data, split), cfg.system)
-    remove(out, replaced)  # --overwrite: only now that the new run is ready to start
+    claimed.start()  # --overwrite: only now that the new run is ready to start
     save_config(cfg, out / "config.yaml")
     from accelerate import Accelerator
 
@@ -197,7 +202,8 @@ def run_sft(cfg: SFTConfig, console: Console | None = None, quiet: bool = False,
     def valid_bleu(during: bool = False) -> dict[str, float]:
         e = cfg.eval
         result = evaluate(model, family, valid, max_new_tokens=e.max_new_tokens, sampled_passes=e.passes(during),
-                          temperature=e.temperature, top_p=e.top_p, seed=e.seed, batch_size=e.batch_size)
+                          temperature=e.temperature, top_p=e.top_p, seed=e.seed, batch_size=e.batch_size,
+                          bleu_tokenize=e.bleu_tokenize)
         return {"valid_bleu": result.greedy.bleu, **({"valid_bleu_sampled": result.sampled_bleu}
                                                     if result.sampled else {})}
 

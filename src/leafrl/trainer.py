@@ -13,6 +13,7 @@ repeats exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from leafrl import identity
 from leafrl.advantages import grpo_advantages, leaf_advantages
 from leafrl.checkpoint import restore, save_checkpoint
 from leafrl.config import TrainConfig, resolve_paths, save_config
@@ -46,8 +48,8 @@ from leafrl.rewards import group_rewards, resolve_reward
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions, reshaping_settings
 from leafrl.rollout.record import Rollout, group_infos, save_rollouts
-from leafrl.rundir import claim, remove, rewind, state_kept, stop_on_interrupt
-from leafrl.schedule import warmup_cosine
+from leafrl.rundir import Claim, held, rewind, state_kept, stop_on_interrupt
+from leafrl.schedule import minibatch_order, prompts_for, warmup_cosine
 from leafrl.summary import HeldOut, RunSummary
 from leafrl.token_credit import leafrl_advantages
 from leafrl.tracking import MetricsLogger, mean_over_processes, progress_bar, warn
@@ -68,15 +70,17 @@ class Run:
     reward: Any
     out: Path
     start_step: int
+    made_from: dict  # the base model's identity, saved beside every adapter (``leafrl.identity``)
 
 
 # ----------------------------------------------------------------------------------- setup
 
 
-def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = False) -> Run:
+def setup(cfg: TrainConfig, console: Console, resume: bool, claimed: Claim) -> Run:
     """The model with its LoRA, the optimizer (and a checkpoint to resume) and the data, placed by
-    accelerate. The run directory is claimed first (``rundir.claim``) and the data checked
-    (``preflight``) before anything is trained, so a mistake costs seconds, not a run."""
+    accelerate, in the run directory ``claimed`` (``rundir.held``). The data are checked
+    (``preflight``) and, on resume, that the model and data are the ones the run began with
+    (``identity``) before anything is written, so a mistake costs seconds, not a run."""
     from accelerate import Accelerator
 
     for name in ("model", "data"):
@@ -97,14 +101,15 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
                         "(examples/accelerate/)")
     cfg = resolve_paths(cfg)
     out, main = Path(cfg.out), accelerator.is_main_process
-    replaced = claim(out, resume=resume, overwrite=overwrite)
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     train = list(load_split(cfg.data, "train"))
     valid = list(load_split(cfg.data, "valid"))[: cfg.eval.examples]
     if len(valid) < accelerator.num_processes:
         raise UserError(f"{len(valid)} held-out rows for {accelerator.num_processes} processes: each process "
                         "evaluates a share, so give at least one row per process (eval.examples, valid split)")
-    model, family = load_policy(cfg, dtype, {"train": train, "valid": valid}, main)
+    model, family, made_from = load_policy(cfg, dtype, {"train": train, "valid": valid}, main)
+    data = identity.of_data(cfg.data)
+    recorded = resume and identity.check_resume(out, made_from, data)
     o = cfg.optim
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
                                   betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
@@ -115,20 +120,24 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, overwrite: bool = Fa
         console.print(f"resuming from {checkpoint} (step {start})" if checkpoint else
                       f"no checkpoint in {out} yet: starting its run from step 0")
     if main:
-        remove(out, replaced)  # --overwrite: only now that the new run is ready to start
+        claimed.start()  # --overwrite: only now that the new run is ready to start
         if resume:
             rewind(out, start)
+        if not recorded:
+            identity.save_run(out, made_from, data)
         save_config(cfg, out / "config.yaml")
     prepared, optimizer = accelerator.prepare(model, optimizer)
     return Run(cfg, accelerator, prepared, accelerator.unwrap_model(prepared), family, optimizer, train, valid,
-               resolve_reward(cfg.reward), out, start)
+               resolve_reward(cfg.reward, cfg.eval.bleu_tokenize), out, start, made_from)
 
 
 def load_policy(cfg: TrainConfig, dtype: torch.dtype, splits: dict[str, list], main: bool,
-                ) -> tuple[Any, ModelFamily]:
+                ) -> tuple[Any, ModelFamily, dict]:
     """The model in ``dtype`` with its LoRA (seeded), checked against every row of ``splits``
-    (``preflight``); checkpoint sampling settings that rollouts turn off are named."""
+    (``preflight``), and the base model's identity; checkpoint sampling settings that rollouts
+    turn off are named."""
     model, family = load_checked(cfg.model, dtype, cfg.data, splits, cfg.rollout.max_new_tokens, cfg.system)
+    made_from = identity.of_model(cfg.model, model, family.tokenizer)
     if (reshaping := reshaping_settings(model)) and main:
         warn(f"the generation_config of {cfg.model} sets {reshaping}: rollouts and evaluation sample without "
              "them, so the loss scores the distribution the responses were sampled from")
@@ -136,18 +145,7 @@ def load_policy(cfg: TrainConfig, dtype: torch.dtype, splits: dict[str, list], m
         checkpoint_activations(model)
     s = cfg.lora
     torch.manual_seed(cfg.seed)  # the LoRA initialization
-    return attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout), family
-
-
-def prompts_for(step: int, train: list[Any], per_step: int, seed: int, rank: int = 0, world: int = 1) -> list[Any]:
-    """This process's prompts of ``step``: consecutive slices of a seeded permutation per epoch,
-    ``per_step`` for each of the ``world`` processes (each prompt's K responses stay on one)."""
-    total = per_step * world
-    per_epoch = max(1, len(train) // total)
-    epoch, index = divmod(step, per_epoch)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    mine = order[index * total:(index + 1) * total][rank * per_step:(rank + 1) * per_step]
-    return [train[i] for i in mine]
+    return attach_lora(model, rank=s.rank, alpha=s.alpha, dropout=s.dropout), family, made_from
 
 
 # ---------------------------------------------------------------------------- the phases
@@ -217,15 +215,6 @@ def reference_logprobs(run: Run, inputs: dict, rollout: Rollout) -> torch.Tensor
         return None
     with run.policy.disable_adapter():
         return logprobs_of(run, inputs, rollout)
-
-
-def minibatch_order(n_rows: int, size: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    """The rows [n] of each optimizer step: per epoch, a permutation seeded by ``seed`` cut into
-    minibatches of ``size``. When one minibatch takes all rows, they keep their order."""
-    if size >= n_rows and epochs == 1:
-        return [torch.arange(n_rows)]
-    generator = torch.Generator().manual_seed(seed)
-    return [part for _ in range(epochs) for part in torch.randperm(n_rows, generator=generator).split(size)]
 
 
 def minibatch_step(run: Run, inputs: dict, rollout: Rollout, adv: torch.Tensor, ref: torch.Tensor | None,
@@ -357,7 +346,7 @@ def _held_out(policy: Any, family: ModelFamily, valid: list[Any], cfg: TrainConf
     rows = list(range(rank, len(valid), processes))
     result = evaluate(policy, family, [valid[i] for i in rows], max_new_tokens=cfg.rollout.max_new_tokens,
                       sampled_passes=sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed + rank,
-                      batch_size=e.batch_size)
+                      batch_size=e.batch_size, bleu_tokenize=e.bleu_tokenize)
 
     def in_row_order(values: list) -> list:
         if processes == 1:
@@ -367,7 +356,8 @@ def _held_out(policy: Any, family: ModelFamily, valid: list[Any], cfg: TrainConf
         return [value for _, value in sorted(gather_object(list(zip(rows, values))))]
 
     references = [ex.reference for ex in valid]
-    greedy, *sampled = [score_predictions(in_row_order(r.predictions), references, in_row_order(r.truncated))
+    greedy, *sampled = [score_predictions(in_row_order(r.predictions), references, in_row_order(r.truncated),
+                                          e.bleu_tokenize)
                         for r in (result.greedy, *result.sampled)]
     passes = torch.tensor([r.bleu for r in sampled])
     return HeldOut(greedy.bleu, float(passes.mean()) if sampled else None,
@@ -392,8 +382,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     main process of a finished run, None on other processes and when stopped by Ctrl-C. ``start``:
     the start's evaluation when the caller has it (``start_evaluation`` of the same model, data
     and evaluation settings), recorded instead of evaluating the start again."""
+    cfg = resolve_paths(cfg)  # the run directory, held by this run's main process from here to the end
+    with held(Path(cfg.out), resume=resume, overwrite=overwrite, main=os.environ.get("RANK", "0") == "0") as claimed:
+        return _train(setup(cfg, Console(quiet=quiet), resume, claimed), resume, quiet, start)
+
+
+def _train(run: Run, resume: bool, quiet: bool, start: HeldOut | None) -> RunSummary | None:
     started = time.time()
-    run = setup(cfg, Console(quiet=quiet), resume, overwrite)
     cfg, main = run.cfg, run.accelerator.is_main_process
     console = Console(quiet=quiet or not main)
     run.model.eval()
@@ -420,7 +415,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             logger.log(step, row)
             if step % cfg.save_every == 0 or step == cfg.steps or interrupt["stop"]:
                 if main:
-                    save_checkpoint(run.out, step, run.policy, run.optimizer, {"algo": cfg.algo})
+                    save_checkpoint(run.out, step, run.policy, run.optimizer, {"algo": cfg.algo}, run.made_from)
                 run.accelerator.wait_for_everyone()
             info = f"reward {row['reward_mean']:.3f}  kl {row['kl']:.4f}  clip {row['clip_frac']:.3f}"
             bar.update(task, completed=step, info=info + (f"  fork-fire {row['fork_fire_rate']:.2f}"
@@ -439,7 +434,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     after.save(run.out / "after.json")
     before = HeldOut.load(run.out / "before.json")
     MetricsLogger(run.out, append=True, tensorboard=False).log(step, {**after.metrics(), "eval_seconds": eval_seconds})
-    p_greedy, p_sampled = significance(before, after, [ex.reference for ex in run.valid])
+    p_greedy, p_sampled = significance(before, after, [ex.reference for ex in run.valid], cfg.eval.bleu_tokenize)
     summary = RunSummary(
         algo=cfg.algo, steps=step, processes=run.accelerator.num_processes, valid_examples=len(run.valid),
         wall_seconds=time.time() - started, valid_bleu_before=before.bleu, valid_bleu_after=after.bleu,

@@ -33,7 +33,7 @@ from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
 from leafrl.rollout.record import Rollout, concat
 from leafrl.token_credit import leafrl_advantages, trie_segments
-from leafrl.tracking import progress_bar
+from leafrl.tracking import progress_bar, warn
 
 ITEMS_PER_CALL = 8  # items sampled by one generate call (K responses each)
 
@@ -43,16 +43,19 @@ ITEMS_PER_CALL = 8  # items sampled by one generate call (K responses each)
 
 def examples_of(cfg: TrainConfig, split: str, limit: int | None) -> list[Any]:
     """The first ``limit`` rows of ``split`` of ``cfg.data`` (all with None; the reader refuses an
-    empty split)."""
+    empty split). ``limit`` is a count, never a slice's negative end."""
     from leafrl.data import load_split
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (None: every row), got {limit}")
     return list(load_split(cfg.data, split))[:limit]
 
 
 def load_policy(cfg: TrainConfig, adapter: Path | None, examples: Sequence[Any], split: str) -> tuple[Any, Any]:
     """(model, family) of ``cfg.model`` in ``cfg.model_dtype``, with the LoRA ``adapter`` (its
     directory, a checkpoint or a run directory) applied, after checking that it can take every
-    row of ``examples`` (of ``split``)."""
+    row of ``examples`` (of ``split``) and that the adapter was trained on this model
+    (``identity.check_adapter``)."""
     from leafrl.preflight import load_checked
 
     model, family = load_checked(cfg.model, resolve_dtype(cfg.model_dtype), cfg.data, {split: examples},
@@ -60,9 +63,13 @@ def load_policy(cfg: TrainConfig, adapter: Path | None, examples: Sequence[Any],
     if adapter is not None:
         from peft import PeftModel
 
+        from leafrl import identity
         from leafrl.checkpoint import adapter_dir
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir(adapter)))
+        found, base = adapter_dir(adapter), identity.of_model(cfg.model, model, family.tokenizer)
+        if (unchecked := identity.check_adapter(found, str(adapter), base)) is not None:
+            warn(unchecked)
+        model = PeftModel.from_pretrained(model, str(found))
     return model, family
 
 
@@ -84,8 +91,8 @@ def sample_rollouts(model: Any, family: Any, examples: Sequence[Any], cfg: Train
         if progress is not None:
             progress(start + len(chunk))
     rollout = concat(parts, family.pad_token_id)
-    return rollout.scored(group_rewards(resolve_reward(cfg.reward), family.decode(rollout.ids), examples,
-                                        r.rollout_budget))
+    reward = resolve_reward(cfg.reward, cfg.eval.bleu_tokenize)
+    return rollout.scored(group_rewards(reward, family.decode(rollout.ids), examples, r.rollout_budget))
 
 
 def sampled(cfg: TrainConfig, adapter: Path | None, split: str, limit: int, seed: int, console: Console,

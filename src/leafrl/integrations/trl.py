@@ -15,18 +15,21 @@ masks, surprisal and rewards of all, builds the trees of every group once, and k
 rows. Surprisal is -log p of each sampled token from TRL's sampling log-probs when it has them
 (vLLM), else its old-policy log-probs, else one no-grad pass; all at TRL's temperature, without
 top-p (LeafConfig's "raw" source); leafrl's credit needs none. LEAF's statistics are logged as
-``leaf/...``.
+``leaf/...``. A saved LoRA adapter records its base model (``leafrl_base.json``), so ``leafrl eval
+--adapter`` and the other commands refuse it on another model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from leafrl.advantages import LeafConfig, leaf_advantages
+from leafrl.identity import of_model, save_adapter
 from leafrl.token_credit import leafrl_advantages
 
 ALGOS = ("leaf", "leafrl")
@@ -92,6 +95,17 @@ class LeafGRPOTrainer(GRPOTrainer):
                              "per completion: multi_objective_aggregation='sum_then_normalize'")
         self.leaf = self.args.leaf_config() if self.args.algo == "leaf" else None
         self._leaf_rewards: torch.Tensor | None = None
+        base = self.model.config
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        self._base = of_model(base.name_or_path, self.model, tokenizer)  # saved beside each adapter
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """TRL's save, and beside a LoRA adapter the base model it is trained on, which every
+        ``leafrl`` command that takes ``--adapter`` checks (``leafrl.identity``)."""
+        super()._save(output_dir, state_dict)
+        folder = Path(output_dir or self.args.output_dir)
+        if (folder / "adapter_config.json").is_file():
+            save_adapter(folder, self._base)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

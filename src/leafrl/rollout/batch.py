@@ -12,11 +12,40 @@ from leafrl.audio.io import load_audio
 from leafrl.errors import UserError
 from leafrl.models.base import ModelFamily, collate_rows, split_rows
 
+WORD_JOINER = "\u2060"
+"""An invisible character (U+2060) that ``as_text`` puts inside a spelled special token."""
+
+
+def special_texts(tokenizer: Any) -> list[str]:
+    """The strings ``tokenizer`` reads as special (control) tokens wherever they appear in a text,
+    longest first."""
+    added = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    return sorted({s for s in added | set(tokenizer.all_special_tokens) if len(s) > 1}, key=len, reverse=True)
+
+
+def as_text(text: str, specials: Sequence[str]) -> str:
+    """``text`` (a row's prompt, a system prompt) with every spelling of a special token in
+    ``specials`` kept as text: a word joiner after its first character, so the tokenizer reads the
+    characters instead of the control token (``<|im_end|>`` in a prompt would otherwise end the
+    turn). Text that spells none is returned as it is."""
+    for special in specials:
+        if special in text:
+            text = text.replace(special, special[0] + WORD_JOINER + special[1:])
+    return text
+
+
+def build_prompts(family: ModelFamily, examples: Sequence[Any], system: str | None = None) -> list[str]:
+    """Each row's full prompt (``family.build_prompt``), the user's text in it kept as text
+    (``as_text``): the only special tokens in a prompt are the template's and the audio placeholder."""
+    specials = special_texts(family.tokenizer)
+    system = None if system is None else as_text(system, specials)
+    return [family.build_prompt(as_text(ex.prompt, specials), system) for ex in examples]
+
 
 def encode_examples(family: ModelFamily, examples: Sequence[Any],
                     system: str | None = None) -> dict[str, torch.Tensor]:
     """Model inputs (prompt rows, left-padded) for ``examples`` (leafrl.data.Example)."""
-    prompts = [family.build_prompt(ex.prompt, system) for ex in examples]
+    prompts = build_prompts(family, examples, system)
     ids = [ex.id for ex in examples]
     for ex in examples:
         if (problem := modality_problem(ex, family)) is not None:
@@ -62,8 +91,10 @@ class EncodedRows:
 
 
 def encode_targets(tokenizer: Any, texts: Sequence[str], eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference texts -> (ids [N, T], mask [N, T]) right-padded, each ending with eos."""
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos_token_id] for t in texts]
+    """Reference texts -> (ids [N, T], mask [N, T]) right-padded, each ending with eos. A text
+    that spells a special token is tokenized as the characters it holds (never as the token)."""
+    rows = [tokenizer(t, add_special_tokens=False, split_special_tokens=True)["input_ids"] + [eos_token_id]
+            for t in texts]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
