@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from leafrl.cli_options import DATA, MODEL, QUIET, ConfigSources, with_config_sources
+from leafrl.cli_options import DATA, MODEL, QUIET, ConfigSources, at_least, with_config_sources
 from leafrl.config import TrainConfig
 from leafrl.errors import UserError
 
@@ -53,6 +53,8 @@ def eval_(
     from leafrl.eval.evaluate import evaluate_split
     from leafrl.viz.runs import metrics_table, slots_table
 
+    at_least("--limit", limit, 1, "rows")
+    at_least("--passes", passes, 0, "sampled passes")
     console = Console()  # --quiet hides the progress bars only
     cfg = sources.resolve(TrainConfig, overrides=[] if passes is None else [f"eval.sampled_passes={passes}"],
                            model=model, data=data)
@@ -61,7 +63,8 @@ def eval_(
         console.print(metrics_table(entry, f"{name}: {entry['rows']} rows of {split}"))
     if report.slots is not None:
         console.print(slots_table(report.slots))
-    console.print(f"METEOR matching: {report.meteor}; BERTScore: {report.bertscore}\n"
+    console.print(f"BLEU signature: {report.bleu_signature['bleu']} (bleu_cased: case:mixed)\n"
+                  f"METEOR matching: {report.meteor}; BERTScore: {report.bertscore}\n"
                   f"predictions and metrics in {out}")
 
 
@@ -97,8 +100,10 @@ def compare(
     from rich.markdown import Markdown
 
     from leafrl.compare import compare as run_compare
-    from leafrl.compare import parse_arms
+    from leafrl.compare import interval, parse_arms
 
+    at_least("--steps", steps, 1, "RL steps")
+    at_least("--jobs", jobs, 1, "runs trained at once")
     console = Console()  # --quiet hides the progress bars only
     arms = parse_arms(algos)
     base = sources.resolve(TrainConfig, model=model, data=data, steps=steps)
@@ -106,8 +111,8 @@ def compare(
                           reference=reference)
     console.print(Markdown((out / "report.md").read_text().split("## Plots")[0]))
     d = summary.diffs[summary.headline].greedy
-    console.print(f"{summary.headline} - {summary.reference}: greedy BLEU {d.mean:+.2f} [{d.ci95[0]:+.2f}, "
-                  f"{d.ci95[1]:+.2f}]; report in {out / 'report.md'}")
+    console.print(f"{summary.headline} - {summary.reference}: greedy BLEU {d.mean:+.2f} "
+                  f"{interval(d.ci95, len(d.seeds), signed=True)}; report in {out / 'report.md'}", markup=False)
 
 
 def plan_(
@@ -117,17 +122,27 @@ def plan_(
     sources: ConfigSources,
     gpu_memory: float | None = typer.Option(None, help="GiB per GPU: also say the largest micro_batch that fits"),
     prompt_tokens: int | None = typer.Option(None, help="the longest prompt in tokens, audio included",
-                                             show_default="measured on --data's train split (loads the model)"),
+                                             show_default="measured on --data's train split (loads the processor); "
+                                             "without --data: the model's context window minus max_new_tokens"),
 ) -> None:
     """Memory per process of `leafrl train` with these settings, before launching it: parameters
     (counted on the meta device, no weights read), weights, optimizer, rollout and update, the
     peak, and with --gpu-memory the largest optim.micro_batch that fits (with and without
-    gradient_checkpointing)."""
+    gradient_checkpointing). It says where the prompt length comes from: --prompt-tokens, --data's
+    longest prompt, or (without --data, or when its rows do not fit the model) the model's context
+    window less the new tokens."""
+    from leafrl.config import load_config
     from leafrl.plan import plan_report
     from leafrl.viz.runs import plan_view
 
+    at_least("--prompt-tokens", prompt_tokens, 1, "tokens")
+    if gpu_memory is not None and not gpu_memory > 0:
+        raise UserError(f"--gpu-memory {gpu_memory:g}: give the GiB of one GPU, a number > 0")
     cfg = sources.resolve(TrainConfig, model=model, data=data)
-    Console().print(plan_view(plan_report(cfg, prompt_tokens, gpu_memory), cfg))
+    # the recipe's own data belongs to the recipe's model: measured only when chosen (--data, --config, --set)
+    chosen = data is not None or cfg.data != load_config(TrainConfig, recipe=sources.recipe_name).data
+    Console().print(plan_view(plan_report(cfg, prompt_tokens, gpu_memory, measure=chosen and cfg.data is not None),
+                              cfg))
 
 
 def forks(
@@ -148,6 +163,7 @@ def forks(
     from leafrl.eval.analysis import adapters_for
     from leafrl.eval.analysis import forks as run_forks
 
+    at_least("--limit", limit, 1, "items")
     console = Console()  # --quiet hides the progress bars only
     runs = []
     for name, lora in adapters_for(model, adapter):
@@ -178,6 +194,7 @@ def credit(
     from leafrl.eval.analysis import credit as run_credit
     from leafrl.viz.runs import credit_table
 
+    at_least("--limit", limit, 1, "items")
     console = Console()  # --quiet hides the progress bars only
     cfg = sources.resolve(TrainConfig, model=model, data=data)
     report = run_credit(cfg, adapter, split, limit, seed, out, console, quiet)
@@ -208,6 +225,7 @@ def inspect(
     from leafrl.rollout.record import load_rollouts
     from leafrl.viz.tree import render_group
 
+    at_least("--items", items, 1, "groups")
     console = Console()
     if rollouts is not None:
         saved = load_rollouts(rollouts)  # only the LEAF and GRPO settings matter, not the model

@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from leafrl import recipes
+from leafrl.errors import UserError
 
 MODEL = typer.Option(None, help="hub name, HF directory, GGUF file or builtin:NAME", show_default="the recipe's")
 DATA = typer.Option(None, help="data directory, saved dataset or builtin:NAME", show_default="the recipe's")
@@ -31,6 +32,13 @@ SETTINGS_OPTIONS = [
     ("set_", list[str], typer.Option([], "--set", help="a setting, applied last: --set optim.lr=1e-5 (repeatable; "
                                      "`leafrl config show` lists them)")),
 ]
+
+
+def at_least(option: str, value: float | None, low: int, what: str) -> None:
+    """Refuse a number given on the command line below ``low`` (None: not given), like a setting
+    of the config, with one line naming the option: ``--limit -3: give a number of rows >= 1``."""
+    if value is not None and value < low:
+        raise UserError(f"{option} {value}: give a number of {what} >= {low}")
 
 
 def default(config: type, field: str) -> str:

@@ -32,6 +32,7 @@ from leafrl.builtin import locate_data
 from leafrl.config import ALGOS, TrainConfig, apply_overrides, from_dict, resolve_paths, to_dict
 from leafrl.errors import UserError
 from leafrl.eval.stats import curve_mean, paired_difference, steps_to_reach, t_interval
+from leafrl.rundir import held
 from leafrl.summary import HeldOut, RunSummary
 from leafrl.tracking import progress_bar
 
@@ -338,9 +339,15 @@ def _smooth(values: list[list[float]], window: int) -> list[list[float]]:
             for v in values]
 
 
+def interval(ci95: Sequence[float], seeds: int, *, signed: bool = False) -> str:
+    """A 95% interval over ``seeds`` seeds as "[low, high]"; one seed leaves no spread to estimate
+    it from, so "[n/a: one seed]"."""
+    sign = "+" if signed else ""
+    return "[n/a: one seed]" if seeds < 2 else f"[{ci95[0]:{sign}.2f}, {ci95[1]:{sign}.2f}]"
+
+
 def _ci(entry: OverSeeds) -> str:
-    low, high = entry.ci95
-    return f"{entry.mean:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{entry.mean:.2f} {interval(entry.ci95, len(entry.per_seed))}"
 
 
 def report_text(summary: Comparison, base: TrainConfig, arms: Sequence[Arm], forks: bool) -> str:
@@ -368,8 +375,9 @@ def report_text(summary: Comparison, base: TrainConfig, arms: Sequence[Arm], for
                          ("greedy, mean over the learning curve", diff.curve)):
             if d is not None:
                 per_seed = " | ".join(f"{x:+.2f}" for x in d.diffs)
-                lines.append(f"| {label} | {per_seed} | {d.mean:+.2f} [{d.ci95[0]:+.2f}, {d.ci95[1]:+.2f}] "
-                             f"| {d.p_value:.3f} |")
+                p = f"{d.p_value:.3f}" if len(d.seeds) > 1 else "n/a: one seed"
+                lines.append(f"| {label} | {per_seed} | {d.mean:+.2f} {interval(d.ci95, len(d.seeds), signed=True)} "
+                             f"| {p} |")
         reach = diff.steps_to_reach_reference
         reached = f"{reach}." if reach is not None else "not reached."
         lines += ["", f"Steps for {name} (mean over seeds, at the evaluations) to reach {ref}'s final greedy BLEU "
@@ -393,12 +401,15 @@ def compare(base: TrainConfig, arms: Sequence[Arm], seeds: Sequence[int], out: P
     (an arm's name; the last arm when None)."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds: give distinct seeds, got {list(seeds)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     ref = arms[-1] if reference is None else next((a for a in arms if a.name == reference), None)
     if ref is None:
         raise UserError(f"--reference {reference}: not one of the arms ({', '.join(a.name for a in arms)})")
     started = time.time()
     locate_data(base.data)  # a built-in task is synthesized once, before the workers start
     base = dataclasses.replace(base, out=str(out))
-    runs = plan(base, arms, seeds, out)
-    run_all(runs, jobs, console, quiet, out)
-    return write_report(out, arms, seeds, base, ref, time.time() - started)
+    with held(out, names=()):  # one comparison writes here at a time; each run holds its own directory
+        runs = plan(base, arms, seeds, out)
+        run_all(runs, jobs, console, quiet, out)
+        return write_report(out, arms, seeds, base, ref, time.time() - started)

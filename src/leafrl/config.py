@@ -18,6 +18,7 @@ from typing import Any
 
 from leafrl.advantages import LeafConfig
 from leafrl.errors import UserError
+from leafrl.eval.metrics import BLEU_TOKENIZE
 from leafrl.losses import AGGREGATIONS
 from leafrl.models import MODEL_DTYPES
 from leafrl.models.tiny import TinyConfig
@@ -173,6 +174,13 @@ class EvalConfig:
     The paper seeded its 5 passes 42..46; one call seeded 42 draws from the same distribution."""
     batch_size: int = 32
     """Held-out rows per generate call (memory only)."""
+    bleu_tokenize: str = "auto"
+    """BLEU's tokenizer, in held-out BLEU and the bleu reward: "auto" (from the references) or sacrebleu's.
+
+    "auto", or one of sacrebleu's: "13a", "zh", "ja-mecab", "ko-mecab", "char", "intl", "none".
+    "auto" picks from the references' script: "zh" for Chinese, "ja-mecab" for Japanese and
+    "ko-mecab" for Korean (both need MeCab: pip install 'sacrebleu[ja]' or 'sacrebleu[ko]'), else
+    "13a", sacrebleu's default; 13a scores a language written without spaces 0 (one word a sentence)."""
 
 
 @dataclass
@@ -369,7 +377,9 @@ def eval_checks(e: EvalConfig) -> list[Check]:
               for name in ("every", "examples", "batch_size")],
             ("eval.sampled_passes", e.sampled_passes, e.sampled_passes >= 0, ">= 0"),
             ("eval.temperature", e.temperature, e.temperature > 0, "> 0"),
-            ("eval.top_p", e.top_p, 0 < e.top_p <= 1, "in (0, 1]")]
+            ("eval.top_p", e.top_p, 0 < e.top_p <= 1, "in (0, 1]"),
+            ("eval.bleu_tokenize", e.bleu_tokenize, e.bleu_tokenize in BLEU_TOKENIZE,
+             f"one of {', '.join(BLEU_TOKENIZE)}")]
 
 
 def lora_checks(lora: LoraConfig) -> list[Check]:

@@ -149,37 +149,68 @@ def largest_micro_batch(d: Dimensions, cfg: Any, dtype_bytes: int, prompt: int, 
 @dataclass(frozen=True)
 class PlanReport:
     """What ``leafrl plan`` shows: the model's dimensions, the plan at the config's settings, the
-    longest prompt it assumed and, for a GPU of ``gpu_memory`` GiB, the largest micro-batch that
-    fits without and with gradient checkpointing (None: not even 1)."""
+    longest prompt it assumed and where that number comes from (``prompt_length``), and, for a GPU
+    of ``gpu_memory`` GiB, the largest micro-batch that fits without and with gradient
+    checkpointing (None: not even 1)."""
 
     model: str
     dtype: str
     dimensions: Dimensions
     plan: Plan
     prompt_tokens: int
+    prompt_source: str
+    """Where ``prompt_tokens`` comes from: given, measured on the data, or the context window."""
     gpu_memory: float | None
     fits: dict[bool, int | None]
     """{gradient_checkpointing: the largest micro_batch}, with a gpu_memory."""
 
 
-def plan_report(cfg: Any, prompt_tokens: int | None, gpu_memory: float | None) -> PlanReport:
+def prompt_length(cfg: Any, d: Dimensions, given: int | None, measure: bool) -> tuple[int, str]:
+    """(the longest prompt in tokens, where that number comes from): ``given`` (--prompt-tokens);
+    else, when ``measure``, the longest prompt of the train split of ``cfg.data`` (loads the
+    model's processor); else, or when those rows do not fit the model, the longest prompt the run
+    could take: the model's context window minus ``rollout.max_new_tokens``."""
+    if given is not None:
+        return given, "given with --prompt-tokens"
+    why = "no --data given; pass --data or --prompt-tokens to measure"
+    if measure:
+        from leafrl.data import DataError, load_split
+        from leafrl.models import load_speech_lm
+        from leafrl.preflight import longest_prompt
+
+        rows = list(load_split(cfg.data, "train"))
+        try:
+            return (longest_prompt(rows, load_speech_lm(cfg.model)[1], cfg.system),
+                    f"the longest of {cfg.data}'s train split, measured")
+        except DataError as err:
+            if d.context is None:
+                raise
+            count = str(err).splitlines()[0].removeprefix("the rows: ").removesuffix("; fix or drop them:")
+            why = (f"in {cfg.data}'s train split {count} by this model, as `leafrl train` would say; pass "
+                   "--prompt-tokens to plan for other prompts")
+    new = cfg.rollout.max_new_tokens
+    if d.context is None:
+        raise UserError(f"model {cfg.model}: its config gives no context window (max_position_embeddings) to plan "
+                        f"the prompts from; pass --prompt-tokens N (the longest prompt) or --data to measure them")
+    if d.context <= new:
+        raise UserError(f"rollout.max_new_tokens {new}: leaves no room for a prompt in the model's context window "
+                        f"of {d.context} tokens; lower it")
+    return d.context - new, f"the model's context window {d.context} minus rollout.max_new_tokens {new} ({why})"
+
+
+def plan_report(cfg: Any, prompt_tokens: int | None, gpu_memory: float | None, *, measure: bool = True) -> PlanReport:
     """``leafrl plan`` on a TrainConfig ``cfg``: ``prompt_tokens`` is the longest prompt (None:
-    measured on the train split of ``cfg.data``, which loads the model's processor)."""
+    ``prompt_length`` finds it, measuring ``cfg.data`` when ``measure``)."""
     import dataclasses
 
     from leafrl.models import resolve_dtype
 
     dtype = resolve_dtype(cfg.model_dtype)
-    if prompt_tokens is None:
-        from leafrl.data import load_split
-        from leafrl.models import load_speech_lm
-        from leafrl.preflight import longest_prompt
-
-        prompt_tokens = longest_prompt(list(load_split(cfg.data, "train")), load_speech_lm(cfg.model)[1], cfg.system)
     d = dimensions(cfg.model, cfg.lora.rank, cfg.lora.alpha)
+    prompt_tokens, source = prompt_length(cfg, d, prompt_tokens, measure)
     fits = {} if gpu_memory is None else {
         checkpointing: largest_micro_batch(d, dataclasses.replace(cfg, gradient_checkpointing=checkpointing),
                                            dtype.itemsize, prompt_tokens, int(gpu_memory * GIB))
         for checkpointing in (False, True)}
     return PlanReport(cfg.model, str(dtype).removeprefix("torch."), d, plan(d, cfg, dtype.itemsize, prompt_tokens),
-                      prompt_tokens, gpu_memory, fits)
+                      prompt_tokens, source, gpu_memory, fits)

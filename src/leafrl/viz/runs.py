@@ -87,8 +87,8 @@ def plan_view(report: Any, cfg: Any) -> Group:
     for name, text in what.items():
         size = getattr(p, name)
         table.add_row(name, f"{size / GIB:.2f} GiB" if size >= GIB / 10 else f"{size / 2**20:.1f} MiB", text)
-    table.caption = f"the longest prompt: {report.prompt_tokens} tokens; micro_batch {p.micro_batch}"
-    lines = []
+    table.caption = f"micro_batch {p.micro_batch}"
+    lines = [f"prompt length: {report.prompt_tokens} tokens, {report.prompt_source}"]
     for checkpointing, fits in report.fits.items():
         fixed = (p.weights + p.optimizer + OVERHEAD) / GIB
         advice = (f"the weights and LoRA state alone take {fixed:.1f} GiB with the CUDA context: a GPU with more "
