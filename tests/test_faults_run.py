@@ -163,6 +163,17 @@ def test_resume_on_another_model_or_data_is_refused_saying_what_changed(world, f
     assert steps_logged(run) == [1, 2, 3]
 
 
+def test_a_run_made_before_identities_were_kept_resumes_and_records_one(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    recorded = (run / "identity.json").read_text()
+    (run / "identity.json").unlink()
+    status, _, err = leafrl(capsys, "train", "--resume", run, "--set", "steps=3", "--quiet")
+    assert status == 0, err
+    assert "records no identity.json" in " ".join(err.split())
+    assert (run / "identity.json").read_text() == recorded
+
+
 def test_every_adapter_records_its_base_and_eval_refuses_it_on_another_model(world, finished, tmp_path, capsys):  # noqa: F811
     adapter = finished / "checkpoints" / "step-000002" / "adapter"
     assert json.loads((adapter / "leafrl_base.json").read_text())["model"] == \

@@ -108,6 +108,10 @@ def check_resume(out: Path, model: dict[str, str], data: dict[str, str]) -> bool
     identities): the caller records it now."""
     path = Path(out) / RUN_FILE
     if not path.is_file():
+        from leafrl.tracking import warn
+
+        warn(f"--resume {out}: the run records no {RUN_FILE} (made before leafrl kept one): its model and data "
+             "cannot be checked, and are recorded as they are now")
         return False
     recorded = json.loads(path.read_text(encoding="utf-8"))
     was = recorded["model"]
