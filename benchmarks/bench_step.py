@@ -24,7 +24,7 @@ from leafrl.trainer import setup, train_step
 
 
 def phase_times(base: TrainConfig, overrides: list[str], steps: int, out: Path) -> dict[str, float]:
-    run = setup(apply_overrides(TrainConfig(), [*overrides, f"out={out}", "eval.examples=1"]), Console(quiet=True),
+    run = setup(apply_overrides(base, [*overrides, f"out={out}", "eval.examples=1"]), Console(quiet=True),
                 resume=False)
     rows = [train_step(run, step) for step in range(steps + 1)][1:]  # step 0 warms up
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key.startswith("time/")}

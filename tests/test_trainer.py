@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -267,11 +266,10 @@ def _rolled_out(setting, tmp_path, **over):
     """A Run and one rollout step of it: (run, inputs, rollout, adv, ref)."""
     from rich.console import Console
 
-    from leafrl.rundir import Claim
     from leafrl.trainer import advantages, prompts_for, reference_logprobs, rollout_of, score, setup
 
     cfg = tiny_config(setting, tmp_path, **{"lora.dropout": 0.0, **over})
-    run = setup(cfg, Console(quiet=True), resume=False, claimed=Claim(Path(cfg.out), []))
+    run = setup(cfg, Console(quiet=True), resume=False)
     torch.manual_seed(0)
     prompts = prompts_for(0, run.train, cfg.rollout.prompts_per_step, cfg.seed)
     inputs, rollout = rollout_of(run, prompts)

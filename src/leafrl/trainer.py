@@ -76,9 +76,10 @@ class Run:
 # ----------------------------------------------------------------------------------- setup
 
 
-def setup(cfg: TrainConfig, console: Console, resume: bool, claimed: Claim) -> Run:
+def setup(cfg: TrainConfig, console: Console, resume: bool, claimed: Claim | None = None) -> Run:
     """The model with its LoRA, the optimizer (and a checkpoint to resume) and the data, placed by
-    accelerate, in the run directory ``claimed`` (``rundir.held``). The data are checked
+    accelerate, in the run directory ``claimed`` (``rundir.held``; None: ``cfg.out`` as it is, for
+    benchmarks and tests that build a Run without a run of their own). The data are checked
     (``preflight``) and, on resume, that the model and data are the ones the run began with
     (``identity``) before anything is written, so a mistake costs seconds, not a run."""
     from accelerate import Accelerator
@@ -120,7 +121,8 @@ def setup(cfg: TrainConfig, console: Console, resume: bool, claimed: Claim) -> R
         console.print(f"resuming from {checkpoint} (step {start})" if checkpoint else
                       f"no checkpoint in {out} yet: starting its run from step 0")
     if main:
-        claimed.start()  # --overwrite: only now that the new run is ready to start
+        if claimed is not None:
+            claimed.start()  # --overwrite: only now that the new run is ready to start
         if resume:
             rewind(out, start)
         if not recorded:
