@@ -435,3 +435,74 @@ def test_evaluations_during_training_are_greedy_unless_asked(setting, tmp_path, 
     assert ("valid_bleu_sampled" in during) == sampled_during and during["eval_seconds"] > 0
     # the start and the end always have the paper's sampled passes
     assert None not in (summary.valid_bleu_sampled_before, summary.valid_bleu_sampled_after)
+
+
+def test_the_first_minibatch_is_exactly_on_policy_and_only_later_rows_get_an_old_pass(setting, tmp_path,
+                                                                                       monkeypatch):
+    """LoRA dropout 0.05: the first minibatch's ratio is exactly 1 (its own log-probs, detached,
+    under the same dropout), and the no-grad pass of the old policy reads only the rows of the
+    later minibatches, in the update's train mode."""
+    import leafrl.trainer
+    from leafrl.trainer import minibatch_order, update
+
+    over = {"lora.dropout": 0.05, "optim.minibatch": 2, "optim.lr": 0.05}
+    run, inputs, rollout, adv, ref = _rolled_out(setting, tmp_path, **over)
+    seen, passes = [], []
+    step, old_pass = leafrl.trainer.minibatch_step, leafrl.trainer.logprobs_of
+    monkeypatch.setattr(leafrl.trainer, "minibatch_step", lambda *a: seen.append(step(*a)) or seen[-1])
+
+    def recording(run, inputs, rollout, rows=None):
+        passes.append((sorted(rows.tolist()), run.policy.training))
+        return old_pass(run, inputs, rollout, rows)
+
+    monkeypatch.setattr(leafrl.trainer, "logprobs_of", recording)
+    update(run, inputs, rollout, adv, ref, step=0)
+    assert seen[0]["ratio_min"] == seen[0]["ratio_max"] == 1.0
+    assert any(m["ratio_min"] != 1.0 or m["ratio_max"] != 1.0 for m in seen[1:])  # dropout and the steps
+    first = minibatch_order(len(rollout.ids), 2, 1, run.cfg.seed * 1_000_003)[0].tolist()
+    assert passes == [(sorted(set(range(len(rollout.ids))) - set(first)), True)]
+
+
+def test_prompt_grouped_minibatches_span_two_prompts_and_take_each_row_once_an_epoch():
+    from leafrl.schedule import minibatch_order
+
+    order = minibatch_order(48, 6, 2, seed=3, group=8)  # the paper's step: 6 prompts x K 8, minibatches of 6
+    assert len(order) == 16 and all(len(rows) == 6 for rows in order)
+    for epoch in (order[:8], order[8:]):
+        assert sorted(torch.cat(epoch).tolist()) == list(range(48))
+    assert max(len(set((rows // 8).tolist())) for rows in order) == 2
+    assert max(len(set((rows // 8).tolist())) for rows in minibatch_order(48, 6, 2, seed=3)) > 2  # random order
+    every = torch.cat(order[:8]).view(6, 8)
+    assert not all(torch.equal(row, row.sort().values) for row in every)  # rows shuffled inside their prompt
+    assert torch.cat(order[:8]).tolist() != torch.cat(order[8:]).tolist()  # a new order each epoch
+    assert all(torch.equal(a, b) for a, b in zip(order, minibatch_order(48, 6, 2, seed=3, group=8)))
+    with pytest.raises(ValueError, match="groups of 8"):
+        minibatch_order(44, 6, 1, seed=3, group=8)
+
+
+def _adapter(run, step):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "checkpoints" / f"step-{step:06d}" / "adapter" / "adapter_model.safetensors"))
+
+
+def test_each_pass_over_the_training_set_restarts_the_optimizer_and_schedule_and_resumes_exactly(setting, tmp_path):
+    """12 training rows, 2 prompts a step: 6 RL steps a pass, 2 optimizer steps each. At step 6 a
+    new pass starts a fresh AdamW (its step count from 0) and a fresh warmup-cosine schedule over
+    the rest of the run; a run stopped at the boundary and resumed ends where an uninterrupted
+    one does, bit for bit."""
+    over = {"steps": 8, "optim.warmup_frac": 0.25}
+    train(tiny_config(setting, tmp_path / "a", **over), quiet=True)
+    lr = [json.loads(line)["lr"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+          if "loss" in json.loads(line)]
+    assert lr[6] > lr[5] and lr[7] < lr[6]  # the restart's warmup, then its decay
+    state = torch.load(tmp_path / "a" / "checkpoints" / "step-000008" / "optimizer.pt", weights_only=True)
+    assert {int(s["step"]) for s in state["state"].values()} == {4}  # 2 RL steps x 2 since the restart
+    train(tiny_config(setting, tmp_path / "b", **{**over, "steps": 6}), quiet=True)
+    train(apply_overrides(tiny_config(setting, tmp_path / "b", **over), []), resume=True, quiet=True)
+    assert _adapter(tmp_path / "a", 8).keys() == _adapter(tmp_path / "b", 8).keys()
+    for name, value in _adapter(tmp_path / "a", 8).items():
+        assert torch.equal(value, _adapter(tmp_path / "b", 8)[name]), name
+    train(tiny_config(setting, tmp_path / "c", **over, **{"optim.warm_restarts": False}), quiet=True)
+    state = torch.load(tmp_path / "c" / "checkpoints" / "step-000008" / "optimizer.pt", weights_only=True)
+    assert {int(s["step"]) for s in state["state"].values()} == {16}

@@ -74,6 +74,9 @@ class AdamWConfig:
     """Clip the gradient's global norm to this before each optimizer step (paper: 1.0)."""
 
 
+MINIBATCH_ORDERS = ("random", "prompts")
+
+
 @dataclass
 class OptimConfig(AdamWConfig):
     """The RL update: AdamW, and how one rollout step's N rows become optimizer steps."""
@@ -85,6 +88,16 @@ class OptimConfig(AdamWConfig):
     the first is on-policy and later ones slightly off-policy, where the PPO clip binds."""
     epochs: int = 1
     """Passes over one rollout step's sequences (paper: 1)."""
+    minibatch_order: str = "random"
+    """How a step's rows form its minibatches: "random" or "prompts".
+
+    "random": a permutation of all N rows, so a minibatch holds rows of up to ``minibatch``
+    prompts, each read again. "prompts": the prompts in a random order, each prompt's rows in a
+    random order within it, so a minibatch spans as few prompts as it can (two, at 6 of K 8)."""
+    warm_restarts: bool = True
+    """A fresh optimizer and learning-rate schedule at each pass over the training set, the LoRA kept.
+
+    The authors' runs (``docs/method.md``); with False, one schedule spans every step."""
     micro_batch: int = 8
     """Rows per forward pass inside a minibatch: memory only, the update is the same at any value.
 
@@ -339,6 +352,8 @@ class TrainConfig:
             ("rollout.saved_groups", r.saved_groups, r.saved_groups >= 0, ">= 0"),
             *[(f"optim.{name}", getattr(o, name), getattr(o, name) >= 1, ">= 1")
               for name in ("minibatch", "epochs", "micro_batch")],
+            ("optim.minibatch_order", o.minibatch_order, o.minibatch_order in MINIBATCH_ORDERS,
+             f"one of {', '.join(MINIBATCH_ORDERS)}"),
             *optimizer_checks(o),
             *[(f"loss.{name}", getattr(s, name), getattr(s, name) >= 0, ">= 0")
               for name in ("clip_low", "clip_high", "beta")],

@@ -49,7 +49,7 @@ from leafrl.rollout.batch import encode_examples
 from leafrl.rollout.hf import generate_completions, reshaping_settings
 from leafrl.rollout.record import Rollout, group_infos, save_rollouts
 from leafrl.rundir import Claim, held, rewind, state_kept, stop_on_interrupt
-from leafrl.schedule import minibatch_order, prompts_for, warmup_cosine
+from leafrl.schedule import lr_position, minibatch_order, prompts_for, steps_per_epoch, warmup_cosine
 from leafrl.summary import HeldOut, RunSummary
 from leafrl.token_credit import leafrl_advantages
 from leafrl.tracking import MetricsLogger, mean_over_processes, progress_bar, warn
@@ -183,11 +183,6 @@ def advantages(cfg: TrainConfig, rollout: Rollout) -> tuple[torch.Tensor, dict]:
     return adv, stats.as_dict()
 
 
-def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """``rows`` (indices [n]) in consecutive chunks of ``size``: one forward pass each."""
-    return list(rows.split(size))
-
-
 def micro_batch(prompts: dict, rollout: Rollout, rows: torch.Tensor,
                 ) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The prompts that ``rows`` (indices [n]) continue, each once and cut to the columns they use;
@@ -199,12 +194,13 @@ def micro_batch(prompts: dict, rollout: Rollout, rows: torch.Tensor,
 
 
 @torch.no_grad()
-def logprobs_of(run: Run, inputs: dict, rollout: Rollout) -> torch.Tensor:
-    """Log-probs [N, T] of the sampled responses under ``run.policy`` as it is now (no grad),
-    at the sampling temperature."""
+def logprobs_of(run: Run, inputs: dict, rollout: Rollout, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probs [N, T] of the sampled responses under ``run.policy`` as it is now (no grad, its
+    train or eval mode as set), at the sampling temperature; only of ``rows`` [n] when given (the
+    others 0)."""
     out = torch.zeros(rollout.ids.shape, device=rollout.ids.device)
-    every = torch.arange(len(rollout.ids), device=rollout.ids.device)
-    for rows in micro_batches(every, run.cfg.optim.micro_batch):
+    every = torch.arange(len(rollout.ids), device=rollout.ids.device) if rows is None else rows
+    for rows in every.split(run.cfg.optim.micro_batch):  # one forward pass each
         prompt, of_row, ids, mask = micro_batch(inputs, rollout, rows)
         out[rows, : ids.shape[1]] = completion_logprobs(run.policy, prompt, ids, mask, run.family.keeps_logits,
                                                         of_row, run.cfg.rollout.temperature)
@@ -229,7 +225,7 @@ def minibatch_step(run: Run, inputs: dict, rollout: Rollout, adv: torch.Tensor, 
     normalizer = loss_normalizer(mask, cfg.loss.agg, cfg.rollout.max_new_tokens)
     tokens = max(float(mask.sum()), 1.0)
     totals: dict[str, float] = {"ratio_min": float("inf"), "ratio_max": float("-inf")}
-    parts = micro_batches(rows, cfg.optim.micro_batch)
+    parts = rows.split(cfg.optim.micro_batch)  # one forward pass each
     for i, part_rows in enumerate(parts):
         # gradients are all-reduced across processes once, on the minibatch's last micro-batch
         sync = nullcontext() if i == len(parts) - 1 else run.accelerator.no_sync(run.model)
@@ -257,22 +253,29 @@ def minibatch_step(run: Run, inputs: dict, rollout: Rollout, adv: torch.Tensor, 
 def update(run: Run, inputs: dict, rollout: Rollout, adv: torch.Tensor,
            ref: torch.Tensor | None, step: int) -> dict:
     """The authors' schedule: ``optim.epochs`` passes over the step's N rows in minibatches of
-    ``optim.minibatch``, one optimizer step each. With more than one, the old policy's log-probs
-    come from one no-grad pass before the first; with one, the update is exactly on-policy and
-    its own detached log-probs serve. Metrics are means over the optimizer steps, but ratio_min
-    and ratio_max are the extremes over all of them."""
-    cfg = run.cfg
-    order = minibatch_order(len(rollout.ids), cfg.optim.minibatch, cfg.optim.epochs, cfg.seed * 1_000_003 + step)
-    old = None if len(order) == 1 else logprobs_of(run, inputs, rollout)
+    ``optim.minibatch`` (in ``optim.minibatch_order``), one optimizer step each. The first minibatch
+    is exactly on-policy: its own detached log-probs serve as the old policy's. The rows of the
+    later ones get the old policy's log-probs from one no-grad pass before the first step, in the
+    update's (train) mode, so LoRA dropout acts alike in both. A new pass over the training set
+    starts a fresh optimizer and schedule (``optim.warm_restarts``). Metrics are means over the
+    optimizer steps, but ratio_min and ratio_max are the extremes over all of them."""
+    cfg, o = run.cfg, run.cfg.optim
+    order = minibatch_order(len(rollout.ids), o.minibatch, o.epochs, cfg.seed * 1_000_003 + step,
+                            cfg.rollout.rollout_budget if o.minibatch_order == "prompts" else 1)
+    per_epoch = steps_per_epoch(len(run.train), cfg.rollout.prompts_per_step, run.accelerator.num_processes)
+    if o.warm_restarts and step > 0 and step % per_epoch == 0:
+        run.optimizer.state.clear()  # a new pass over the training set: Adam starts afresh, the LoRA stays
     params = [p for p in run.model.parameters() if p.requires_grad]
     run.model.train()
+    later = torch.cat(order[1:]).unique().to(rollout.ids.device) if len(order) > 1 else None
+    old = None if later is None else logprobs_of(run, inputs, rollout, later)
     steps = []
     for j, rows in enumerate(order):
+        position, horizon = lr_position(step, j, len(order), cfg.steps, per_epoch, o.warm_restarts)
         for group in run.optimizer.param_groups:  # the schedule counts optimizer steps
-            group["lr"] = warmup_cosine(step * len(order) + j, cfg.steps * len(order), cfg.optim.lr,
-                                        cfg.optim.warmup_frac, cfg.optim.min_lr_ratio)
-        metrics = minibatch_step(run, inputs, rollout, adv, ref, old, rows.to(rollout.ids.device))
-        metrics["grad_norm"] = float(run.accelerator.clip_grad_norm_(params, cfg.optim.grad_clip))
+            group["lr"] = warmup_cosine(position, horizon, o.lr, o.warmup_frac, o.min_lr_ratio)
+        metrics = minibatch_step(run, inputs, rollout, adv, ref, old if j else None, rows.to(rollout.ids.device))
+        metrics["grad_norm"] = float(run.accelerator.clip_grad_norm_(params, o.grad_clip))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         steps.append(metrics)
