@@ -56,8 +56,8 @@ def make_trainer(path, out, batch=8, **leaf):
 
     args = LeafGRPOConfig(output_dir=str(out), use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
                           disable_tqdm=True, seed=0, max_steps=2, per_device_train_batch_size=batch, num_generations=4,
-                          max_completion_length=8, learning_rate=1e-2, beta=0.02, gradient_checkpointing=False,
-                          shuffle_dataset=False, **leaf)
+                          max_completion_length=8, learning_rate=1e-2, gradient_checkpointing=False,
+                          shuffle_dataset=False, **{"beta": 0.02, **leaf})
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS * 4])
     return LeafGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=length_reward, args=args,
                            train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(path),
@@ -120,7 +120,7 @@ class TwoProcesses:
         return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
 
-def test_trains_with_leafrls_credit_without_a_surprisal_pass(tiny_text, tmp_path, monkeypatch):
+def test_trains_with_leaf_or_leafrls_credit_without_a_surprisal_pass(tiny_text, tmp_path, monkeypatch):
     original = LeafGRPOTrainer._get_per_token_logps_and_entropies
     no_grad_passes = []
     monkeypatch.setattr(LeafGRPOTrainer, "_get_per_token_logps_and_entropies",
@@ -135,7 +135,7 @@ def test_trains_with_leafrls_credit_without_a_surprisal_pass(tiny_text, tmp_path
         counts[algo] = sum(no_grad_passes)
         assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if p.requires_grad)
     assert trainer.leaf is None
-    assert counts["leafrl"] == counts["leaf"] - 2  # one surprisal pass fewer per step (TRL's reference pass stays)
+    assert counts["leafrl"] == counts["leaf"]  # no surprisal pass for either (TRL's reference pass stays)
     with pytest.raises(ValueError, match="algo"):
         LeafGRPOConfig(output_dir=str(tmp_path), use_cpu=True, algo="ppo")
 
@@ -250,3 +250,44 @@ def test_a_saved_adapter_records_its_base_model_as_leafrl_commands_check_it(tiny
     with pytest.raises(UserError, match="weights differ"):
         check_adapter(tmp_path / "saved", "saved", of_model(str(sharp), AutoModelForCausalLM.from_pretrained(sharp),
                                                             AutoTokenizer.from_pretrained(sharp)))
+
+
+def test_leafs_surprisal_is_kept_while_sampling_and_equals_the_sampled_distributions(tiny_text, tmp_path,
+                                                                                     monkeypatch):
+    """The surprisal the logits processor keeps during TRL's generate is -log p of each sampled
+    token under softmax(logits / T) with top-p 1 (TRL's own log-probs of the same completions, from
+    a forward pass); the advantages are built from it without any pass of their own."""
+    seen = {}
+    original = LeafGRPOTrainer._generate_and_score_completions
+
+    def recording(self, inputs):
+        out = original(self, inputs)
+        seen["drawn"] = self._sampled_surprisal
+        return out
+
+    passes = []
+    real = LeafGRPOTrainer._get_per_token_logps_and_entropies
+    monkeypatch.setattr(LeafGRPOTrainer, "_get_per_token_logps_and_entropies",
+                        lambda self, *a, **k: passes.append(1) or real(self, *a, **k))
+    trainer = make_trainer(tiny_text, tmp_path, temperature=0.7, top_p=1.0, beta=0.0)
+    kept = {}
+    real_rows = leaf_rows
+
+    def keep(accelerator, ids, mask, surprisal, *rest):
+        kept.update(ids=ids, mask=mask, surprisal=surprisal)
+        return real_rows(accelerator, ids, mask, surprisal, *rest)
+
+    monkeypatch.setattr("leafrl.integrations.trl.leaf_rows", keep)
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([{"prompt": [{"role": "user", "content": p}]}
+                                                     for p in PROMPTS[:2] for _ in range(4)])
+    assert passes == []  # no forward pass for the surprisal (beta 0: no reference pass either)
+    ids, mask = batch["completion_ids"], batch["completion_mask"]
+    with torch.no_grad():
+        logp = real(trainer, trainer.model, torch.cat([batch["prompt_ids"], ids], 1),
+                    torch.cat([batch["prompt_mask"], mask], 1), ids.size(1), batch_size=8)[0]
+    m = mask.bool()
+    # TRL's forward of left-padded rows numbers positions from the padding, generate from the first
+    # real token: a few of the padded rows' values differ in the third decimal
+    torch.testing.assert_close(kept["surprisal"][m], -logp[m], atol=2e-3, rtol=1e-3)
+    assert (kept["surprisal"][~m] == 0).all() and kept["surprisal"][m].gt(0).all()
