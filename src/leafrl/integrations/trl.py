@@ -13,10 +13,11 @@ forward, so speech models train with ``leafrl train``).
 TRL may split a prompt's group across processes, so every process gathers the completion ids,
 masks, surprisal and rewards of all, builds the trees of every group once, and keeps its own
 rows. Surprisal is -log p of each sampled token: vLLM's sampling log-probs when it samples; with
-transformers' ``generate``, kept by a logits processor while the tokens are drawn
-(``SampledSurprisal``), so LEAF adds no forward pass to TRL's step; with tools or continuous
-batching, TRL's old-policy log-probs, else one no-grad pass. Without vLLM all are at TRL's
-temperature, without top-p (LeafConfig's "raw" source). leafrl's credit needs none. LEAF's statistics are logged as
+transformers' ``generate``, kept while the tokens are drawn by the logits processor leafrl's own
+rollouts use (``leafrl.rollout.hf.SampledSurprisal``), so LEAF adds no forward pass to TRL's
+step; with tools or continuous batching, TRL's old-policy log-probs, else one no-grad pass.
+Without vLLM all are at TRL's temperature, without top-p (LeafConfig's "raw" source). leafrl's
+credit needs none. LEAF's statistics are logged as
 ``leaf/...``. A saved LoRA adapter records its base model (``leafrl_base.json``), so ``leafrl eval
 --adapter`` and the other commands refuse it on another model.
 """
@@ -28,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 from trl import GRPOConfig, GRPOTrainer
 
 from leafrl.advantages import LeafConfig, leaf_advantages
 from leafrl.identity import of_model, save_adapter
+from leafrl.rollout.hf import SampledSurprisal
 from leafrl.token_credit import leafrl_advantages
 
 ALGOS = ("leaf", "leafrl")
@@ -86,37 +88,6 @@ def leaf_rows(accelerator: Any, ids: torch.Tensor, mask: torch.Tensor, surprisal
     return adv[mine, :width], {} if stats is None else stats.as_dict()
 
 
-class SampledSurprisal(LogitsProcessor):
-    """A logits processor that keeps -log p of each token ``generate`` samples under
-    softmax(logits / ``temperature``): transformers runs a user's processors before its sampling
-    warpers (temperature, top-p), so it sees the model's logits, as TRL's own log-probs read them.
-    At each call, the token drawn from the previous call's scores is the last of ``input_ids``.
-    Holds one step's scores [N, V]; ``result`` gives [N, T] (the last token read from the
-    returned sequences; positions after a row's end hold the padding's, to be masked)."""
-
-    def __init__(self, temperature: float) -> None:
-        self.temperature = temperature
-        self.previous: torch.Tensor | None = None
-        self.steps: list[torch.Tensor] = []
-        self.last: torch.Tensor | None = None  # [N], set from the returned sequences
-
-    def _of(self, token: torch.Tensor) -> torch.Tensor:
-        scores = self.previous.float() / self.temperature
-        return torch.logsumexp(scores, -1) - scores.gather(1, token[:, None]).squeeze(1)  # [N]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.previous is not None:
-            self.steps.append(self._of(input_ids[:, -1]))
-        self.previous = scores
-        return scores
-
-    def result(self) -> torch.Tensor | None:
-        """Surprisal [N, T] of the T sampled tokens (None if nothing was sampled)."""
-        if self.previous is None or self.last is None:
-            return None
-        return torch.stack([*self.steps, self._of(self.last)], 1).nan_to_num(0.0, 0.0, 0.0)
-
-
 class LeafGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` with LEAF's span advantages (or leafrl's credit); ``args`` is a ``LeafGRPOConfig``."""
 
@@ -147,13 +118,15 @@ class LeafGRPOTrainer(GRPOTrainer):
         processor keeps each sampled token's surprisal as it is drawn, so no pass is needed for it."""
         if self.leaf is None or self.use_vllm or self.use_transformers_continuous_batching or self.tools:
             return super()._generate_single_turn(*args, **kwargs)
-        model, recorder = self.accelerator.unwrap_model(self.model_wrapped), SampledSurprisal(self.temperature)
+        model = self.accelerator.unwrap_model(self.model_wrapped)
         own = model.__dict__.get("generate")
         original = own or model.generate
 
         def generate(*args: Any, **kwargs: Any) -> torch.Tensor:
-            sequences = original(*args, logits_processor=LogitsProcessorList([recorder]), **kwargs)
-            recorder.last = sequences[:, -1]  # the last sampled token, which no later call sees
+            recorder = SampledSurprisal(self.max_completion_length, self.temperature)  # before TRL's warpers
+            sequences = original(*args, logits_processor=LogitsProcessorList([recorder]),
+                                 stopping_criteria=StoppingCriteriaList([recorder.read]), **kwargs)
+            self._sampled_surprisal = recorder.finish(sequences[:, kwargs["input_ids"].shape[1]:])
             return sequences
 
         model.generate = generate
@@ -164,7 +137,6 @@ class LeafGRPOTrainer(GRPOTrainer):
                 del model.generate
             else:
                 model.generate = own
-        self._sampled_surprisal = recorder.result()
         return ids, logprobs
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

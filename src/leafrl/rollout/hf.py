@@ -83,17 +83,20 @@ class SampledSurprisal(LogitsProcessor):
     unchanged). The token is sampled after the processors run: ``read``, a stopping criterion that
     ``generate`` calls with it in the same step, reads its score and lets the scores go. So no
     [N, V] tensor outlives its step (generate's ``output_scores`` keeps all T of them).
+    ``temperature``: the scores are divided by it first, for a processor that runs before the
+    temperature warper generate builds itself from its generation config (TRL's generation).
     """
 
-    def __init__(self, max_new_tokens: int) -> None:
-        self.max_new_tokens = max_new_tokens
+    def __init__(self, max_new_tokens: int, temperature: float = 1.0) -> None:
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.surprisal: torch.Tensor | None = None  # [N, max_new_tokens], filled step by step
         self.steps = 0
         self.pending: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's scores [N, V], lse [N]
         self.read = _ReadSampled(self)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        self.pending = (scores, torch.logsumexp(scores.float(), -1))
+        scaled = scores.float() if self.temperature == 1.0 else scores.float() / self.temperature
+        self.pending = (scaled, torch.logsumexp(scaled, -1))
         return scores
 
     def sampled(self, ids: torch.Tensor) -> None:
