@@ -7,7 +7,8 @@ The settings are ``leafrl train``'s: the recipe builtin-conventions (the built-i
 the built-in task, synthesized once if missing), or with --recipe another one; --model, --data
 and --set apply over it. The first step of each run is a warm-up and is not counted.
 Prints seconds per phase, LEAF's overhead over GRPO as a share of the step, and the update
-phase at ``optim.minibatch`` (default 6: 48 rows make 8 optimizer steps) against one minibatch.
+phase at ``optim.minibatch`` (default 6: 48 rows make 8 optimizer steps) against one minibatch,
+and with the minibatches formed by prompt (``optim.minibatch_order=prompts``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def main() -> None:
     base = load_config(TrainConfig, recipe=args.recipe, overrides=args.set, model=args.model, data=args.data)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {"leaf": ["algo=leaf"], "grpo": ["algo=grpo"],
-                "leaf, 1 minibatch": ["algo=leaf", "optim.minibatch=100000"]}
+                "leaf, 1 minibatch": ["algo=leaf", "optim.minibatch=100000"],
+                "leaf, minibatches by prompt": ["algo=leaf", "optim.minibatch_order=prompts"]}
         times = {name: phase_times(base, over, args.steps, Path(tmp) / str(i))
                  for i, (name, over) in enumerate(runs.items())}
     print(f"{'phase':<18}{'leaf s':>10}{'grpo s':>10}")
@@ -53,8 +55,12 @@ def main() -> None:
     print(f"LEAF's advantage computation costs {extra * 1e3:.2f} ms more than GRPO's: "
           f"{100 * extra / total['grpo']:.3f}% of a GRPO step")
     many, one = times["leaf"]["time/update"], times["leaf, 1 minibatch"]["time/update"]
+    grouped = times["leaf, minibatches by prompt"]["time/update"]
     print(f"update phase: {many:.3f} s in minibatches (optim.minibatch), {one:.3f} s as one minibatch "
           f"(ratio {many / one:.2f}); whole step {total['leaf']:.3f} s against {total['leaf, 1 minibatch']:.3f} s")
+    print(f"update phase with minibatches by prompt (optim.minibatch_order=prompts): {grouped:.3f} s (ratio "
+          f"{grouped / one:.2f} to one minibatch, {grouped / many:.2f} to the random order); whole step "
+          f"{total['leaf, minibatches by prompt']:.3f} s")
 
 
 if __name__ == "__main__":
