@@ -51,7 +51,9 @@ class LoraConfig:
     alpha: int = 128
     """LoRA scale: the update is multiplied by alpha / rank (paper: 128)."""
     dropout: float = 0.05
-    """Dropout on the LoRA's input in training (paper: 0.05; on a CPU its masks cost time)."""
+    """Dropout on the LoRA's input in training (paper: 0.05; on a CPU its masks cost time).
+
+    In RL it acts in the update and in the old policy's pass alike; rollouts and the reference do not use it."""
 
 
 @dataclass
