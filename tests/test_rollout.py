@@ -152,3 +152,25 @@ def test_the_checkpoints_reshaping_generation_settings_are_turned_off(tiny_sallm
             setattr(config, name, value)
     assert torch.equal(again.ids, plain.ids)
     torch.testing.assert_close(again.surprisal, plain.surprisal, equal_nan=True)
+
+
+@pytest.mark.parametrize("k", [16, 1024])
+def test_the_nucleus_found_among_the_top_k_is_the_top_p_warpers(k):
+    """Rows of every sharpness (a nucleus of 1 token to most of the vocabulary: inside the top k,
+    and past it, where the whole-vocabulary warper takes over) keep exactly the tokens
+    transformers' TopPLogitsWarper keeps, with their scores untouched."""
+    from transformers import TopPLogitsWarper
+
+    from leafrl.rollout.hf import Nucleus
+
+    gen = torch.Generator().manual_seed(3)
+    scale = torch.tensor([0.3, 1.0, 2.0, 4.0, 8.0, 30.0]).repeat_interleave(4)[:, None]  # [24, 1]
+    scores = torch.randn(24, 5000, generator=gen) * scale
+    ids = torch.zeros(24, 2, dtype=torch.long)
+    for top_p in (0.5, 0.9, 0.99):
+        ours, theirs = Nucleus(top_p, k)(ids, scores.clone()), TopPLogitsWarper(top_p)(ids, scores.clone())
+        assert torch.equal(ours, theirs), top_p
+    kept = (~Nucleus(0.9, k)(ids, scores.clone()).isinf()).sum(1)
+    assert kept.min() == 1 and kept.max() > k  # both paths were taken
+    small = torch.randn(3, 100, generator=gen)
+    assert torch.equal(Nucleus(0.9, 1024)(ids[:3], small.clone()), TopPLogitsWarper(0.9)(ids[:3], small.clone()))

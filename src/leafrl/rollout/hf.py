@@ -128,6 +128,37 @@ class _ReadSampled(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
+class Nucleus(LogitsProcessor):
+    """Top-p filtering as transformers' ``TopPLogitsWarper`` does it, without sorting the whole
+    vocabulary where that is not needed: a row whose ``k`` most likely tokens hold at least
+    ``top_p`` of the probability has its whole nucleus among them (every other token has at least
+    that much probability ranked above it), so only those k are sorted; a row where they hold less
+    (a flat distribution) goes to ``TopPLogitsWarper`` itself. The kept tokens are the warper's,
+    but for a token whose cumulative probability is within float rounding of the threshold (the
+    sums run in another order). A trained model's nucleus is a few hundred tokens: at a 50k
+    vocabulary the warper's sort of [N, V] every step was most of what ``generate`` adds to the
+    forwards (``benchmarks/bench_rollout.py``).
+
+    Shapes: scores [N, V]; V <= k goes to the warper whole."""
+
+    def __init__(self, top_p: float, k: int = 1024) -> None:
+        self.top_p, self.k = top_p, k
+        self.whole = TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[-1] <= self.k:
+            return self.whole(input_ids, scores)
+        top, index = scores.float().softmax(-1).topk(self.k, dim=-1)  # [N, k], most likely first
+        keep = (top.cumsum(-1) - top) < self.top_p  # the probability ranked above each is under top_p
+        keep[:, 0] = True
+        drop = torch.ones_like(scores, dtype=torch.bool).scatter(1, index, ~keep)
+        out = scores.masked_fill(drop, -float("inf"))
+        flat = top.sum(-1) < self.top_p  # [N]: the nucleus reaches past the k
+        if flat.any():
+            out[flat] = self.whole(input_ids[flat], scores[flat])
+        return out
+
+
 def sampling_processors(family: ModelFamily, do_sample: bool, temperature: float, top_p: float,
                         surprisal: str | None, max_new_tokens: int, device: torch.device | str = "cpu",
                         ) -> tuple[list[LogitsProcessor], SampledSurprisal | None]:
@@ -142,7 +173,7 @@ def sampling_processors(family: ModelFamily, do_sample: bool, temperature: float
     if do_sample and temperature is not None and temperature != 1.0:
         chain.append(TemperatureLogitsWarper(float(temperature)))
     if do_sample and top_p is not None and top_p < 1.0:
-        chain.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+        chain.append(Nucleus(top_p))
     recorder = SampledSurprisal(max_new_tokens) if surprisal is not None else None
     if recorder is not None:
         chain = [recorder, *chain] if surprisal == "raw" else [*chain, recorder]
