@@ -145,13 +145,13 @@ class LeafGRPOTrainer(GRPOTrainer):
         return rewards
 
     def _generate_and_score_completions(self, inputs):
+        self._sampled_surprisal = None  # set by this generation's _generate_single_turn, if it keeps it
         out = super()._generate_and_score_completions(inputs)
         if not self.model.training:  # evaluation uses no advantages
             return out
         ids, mask = out["completion_ids"], out["completion_mask"]
         logp = out.get("sampling_per_token_logps")
         if logp is None and self.leaf is not None and (drawn := self._sampled_surprisal) is not None:
-            self._sampled_surprisal = None
             if drawn.shape[0] != ids.shape[0] or drawn.shape[1] < ids.shape[1]:
                 raise RuntimeError(f"LeafGRPOTrainer: surprisal of {list(drawn.shape)} sampled tokens for "
                                    f"completions {list(ids.shape)}")
