@@ -28,13 +28,12 @@ sort of the whole vocabulary every step) in place of leafrl's ``rollout.hf.Nucle
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Any
 
 import torch
 from transformers import TopPLogitsWarper
 
+from bench_shared_prompts import median_seconds  # a sibling script: python puts benchmarks/ on the path
 from leafrl.models.base import LastPositionHead, embed_prompts, generation_positions, prefill_prompts, to_model
 from leafrl.rollout import hf
 from leafrl.rollout.hf import generate_completions
@@ -61,17 +60,6 @@ def floor(model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, k: int
         torch.multinomial(torch.softmax(logits / temperature, -1), 1)
 
 
-def timed(fn: Any, repeats: int) -> float:
-    """The median seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
-    fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
-
-
 def compare(label: str, model: Any, family: Any, inputs: dict[str, torch.Tensor], k: int, new_tokens: int,
             repeats: int, temperature: float = 1.0, top_p: float = 0.9) -> None:
     model.eval()
@@ -82,12 +70,12 @@ def compare(label: str, model: Any, family: Any, inputs: dict[str, torch.Tensor]
                                     temperature=temperature, top_p=top_p, surprisal="processed")
 
     ids = rollout().ids
-    whole = timed(rollout, repeats)
-    least = timed(lambda: floor(model, inputs, ids, k, family.keeps_logits, temperature), repeats)
+    whole = median_seconds(rollout, repeats)
+    least = median_seconds(lambda: floor(model, inputs, ids, k, family.keeps_logits, temperature), repeats)
     nucleus = hf.Nucleus
     hf.Nucleus = lambda top_p: TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1)  # transformers' own top-p
     try:
-        sorted_whole = timed(rollout, repeats)
+        sorted_whole = median_seconds(rollout, repeats)
     finally:
         hf.Nucleus = nucleus
     n, t = ids.shape
