@@ -34,7 +34,8 @@ import torch
 from transformers import TopPLogitsWarper
 
 from bench_shared_prompts import median_seconds  # a sibling script: python puts benchmarks/ on the path
-from leafrl.models.base import LastPositionHead, embed_prompts, generation_positions, prefill_prompts, to_model
+from leafrl.models.base import embed_prompts, generation_positions, prefill_prompts, to_model
+from leafrl.models.logprobs import LastPositionHead
 from leafrl.rollout import hf
 from leafrl.rollout.hf import generate_completions
 from leafrl.rollout.record import grouped

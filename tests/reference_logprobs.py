@@ -7,9 +7,11 @@ import torch
 
 
 def reference_logprobs(model, inputs, completion_ids, completion_mask, keeps_logits, prompt_of_row=None,
-                       temperature=1.0):
-    """``completion_logprobs`` as it was: the model's logits [N, T, V] in float32, log-softmax, gather."""
-    from leafrl.models.base import SEQUENCE_KEYS, checkpointed, generation_positions, prefill_prompts
+                       temperature=1.0, entropy=False):
+    """``completion_logprobs`` as it was: the model's logits [N, T, V] in float32, log-softmax, gather;
+    with ``entropy``, also -sum p log p of each position's softmax."""
+    from leafrl.models.base import SEQUENCE_KEYS, generation_positions, prefill_prompts
+    from leafrl.models.logprobs import checkpointed
 
     g = inputs["attention_mask"].shape[0]
     n, t = completion_ids.shape
@@ -37,7 +39,11 @@ def reference_logprobs(model, inputs, completion_ids, completion_mask, keeps_log
     if temperature != 1.0:
         logits = logits / temperature
     picked = logits.gather(2, completion_ids[:, :, None]).squeeze(2)
-    return (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)
+    logp = (picked - torch.logsumexp(logits, dim=-1)).masked_fill(~completion_mask, 0.0)
+    if not entropy:
+        return logp
+    log_softmax = logits.log_softmax(-1)
+    return logp, -(log_softmax.exp() * log_softmax).sum(-1).masked_fill(~completion_mask, 0.0)
 
 
 @torch.no_grad()

@@ -10,12 +10,8 @@ import torch
 
 from conftest import TEXTS, TINY, noise
 from leafrl.models import EMBEDDED_KEYS, attach_lora, checkpoint_activations, embed_prompts, load_speech_lm, repeat_rows
-from leafrl.models import base as models_base
-from leafrl.models.base import (
-    LastPositionHead,
-    checkpointed,
-    completion_logprobs,
-)
+from leafrl.models import logprobs as models_logprobs
+from leafrl.models.logprobs import LastPositionHead, checkpointed, completion_logprobs
 from leafrl.rollout.hf import SampledSurprisal, generate_completions
 from reference_logprobs import reference_logprobs, reference_rollout
 
@@ -53,8 +49,8 @@ FAMILIES = [*TEXT_FAMILIES, "qwen2_audio", "granite_speech", "granite_speech_sca
 @pytest.fixture(scope="module")
 def speech_models(tmp_path_factory):
     """(model, family) of a tiny Qwen2-Audio and of a tiny Granite Speech, loaded as users load them."""
+    from conftest import save_granite
     from leafrl.models.tiny import new_tiny_sallm
-    from test_models import save_granite
 
     qwen, qwen_family = new_tiny_sallm(TEXTS, TINY)
     path = tmp_path_factory.mktemp("granite_speech")
@@ -107,11 +103,36 @@ def test_log_probs_equal_the_plain_implementation(case, temperature):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_entropies_and_their_gradients_equal_the_plain_implementation(case, temperature, monkeypatch):
+    """With ``entropy`` (TRL's trainer logs and may regularize it): the same log-probs, and each
+    position's entropy and its gradient equal the full softmax's, the head run 2 positions at a time."""
+    _, model, inputs, keeps_logits, vocab = case
+    monkeypatch.setattr(models_logprobs, "LOGITS_PER_CHUNK", 2 * vocab)
+    ids, mask = completions(vocab)
+    of_row = torch.tensor([0, 0, 1, 1, 1])
+    head = model.get_output_embeddings().weight
+    flag = head.requires_grad
+
+    def value_and_grad(fn):
+        logp, ent = fn(model, inputs, ids, mask, keeps_logits, of_row, temperature, entropy=True)
+        return logp.detach(), ent.detach(), torch.autograd.grad((ent * torch.arange(1.0, 7.0)).sum(), head)[0]
+
+    try:
+        head.requires_grad_(True)
+        want, got = value_and_grad(reference_logprobs), value_and_grad(completion_logprobs)
+    finally:
+        head.requires_grad_(flag)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert not got[1][~mask].any() and got[1][mask].gt(0).all() and got[2].abs().max() > 0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_gradients_of_all_parameters_equal_the_plain_implementation(case, temperature, monkeypatch):
     """With grad, every float parameter trainable: equal log-probs and equal gradients, the head
     run 2 positions at a time (many chunks, each recomputed in the backward)."""
     _, model, inputs, keeps_logits, vocab = case
-    monkeypatch.setattr(models_base, "LOGITS_PER_CHUNK", 2 * vocab)
+    monkeypatch.setattr(models_logprobs, "LOGITS_PER_CHUNK", 2 * vocab)
     ids, mask = completions(vocab, seed=1)
     of_row = torch.tensor([0, 1, 1, 0, 1])
     params = [p for p in model.parameters() if p.is_floating_point()]
@@ -175,7 +196,7 @@ def test_no_call_of_the_output_head_computes_more_than_a_chunk(monkeypatch):
     """The model's own forward computes the logits of its last position only; each chunk at most
     LOGITS_PER_CHUNK logits, and never a [N, T, V] block."""
     model = text_model("llama")
-    monkeypatch.setattr(models_base, "LOGITS_PER_CHUNK", 3 * 300)
+    monkeypatch.setattr(models_logprobs, "LOGITS_PER_CHUNK", 3 * 300)
     sizes = []
     handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: sizes.append(out.numel()))
     ids, mask = completions(300)

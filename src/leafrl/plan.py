@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from leafrl.errors import UserError
-from leafrl.models.base import LOGITS_PER_CHUNK
+from leafrl.models.logprobs import LOGITS_PER_CHUNK
 
 GIB = 2**30
 OVERHEAD = 1 * GIB

@@ -21,7 +21,6 @@ from leafrl.models.base import (
     EMBEDDED_KEYS,
     ModelFamily,
     collate_rows,
-    completion_logprobs,
     embed_prompts,
     generation_positions,
     prefill_prompts,
@@ -33,6 +32,7 @@ from leafrl.models.base import (
 )
 from leafrl.models.gguf import pretrained_args
 from leafrl.models.granite_speech import GraniteSpeechFamily
+from leafrl.models.logprobs import completion_logprobs
 from leafrl.models.qwen2_audio import Qwen2AudioFamily
 from leafrl.models.text_lm import TextLMFamily
 
@@ -151,23 +151,29 @@ def context_length(model: Any) -> int | None:
     return getattr(model.config.get_text_config(), "max_position_embeddings", None)
 
 
-def attach_lora(model: Any, *, rank: int, alpha: int, dropout: float,
+def lora_config(model: Any, *, rank: int, alpha: int, dropout: float,
                 projections: tuple[str, ...] = LORA_PROJECTIONS, full: tuple[str, ...] = ()) -> Any:
-    """Wrap ``model`` in a peft LoRA on the language model's ``projections``; the modules named in
-    ``full`` (e.g. a family's ``projector``) are trained in full beside it (peft's modules_to_save).
-
-    Audio encoders are left frozen: only modules under a ``language_model`` (multimodal
-    models) or, for text-only models, every matching module is targeted.
-    """
-    from peft import LoraConfig, get_peft_model
+    """peft's ``LoraConfig`` of leafrl's LoRA on ``model``: the language model's ``projections``
+    (audio encoders have projections of the same names that RL does not train: under a
+    ``language_model`` in multimodal models, every matching module in text-only ones); the modules
+    named in ``full`` (e.g. a family's ``projector``) are trained in full beside it (peft's
+    modules_to_save). For ``attach_lora``, and as ``peft_config`` for TRL's trainers."""
+    from peft import LoraConfig
 
     names = "|".join(projections)
     multimodal = any("language_model" in name for name, _ in model.named_modules())
     scope = r".*language_model.*\." if multimodal else r"(.*\.)?"
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=f"{scope}({names})", task_type="CAUSAL_LM",
-                        modules_to_save=list(full) or None)
-    return get_peft_model(model, config)
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=f"{scope}({names})",
+                      task_type="CAUSAL_LM", modules_to_save=list(full) or None)
+
+
+def attach_lora(model: Any, *, rank: int, alpha: int, dropout: float,
+                projections: tuple[str, ...] = LORA_PROJECTIONS, full: tuple[str, ...] = ()) -> Any:
+    """Wrap ``model`` in a peft LoRA (``lora_config``): the audio encoders are left frozen."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, rank=rank, alpha=alpha, dropout=dropout,
+                                             projections=projections, full=full))
 
 
 __all__ = [
@@ -185,6 +191,7 @@ __all__ = [
     "family_of",
     "generation_positions",
     "load_speech_lm",
+    "lora_config",
     "model_config",
     "prefill_prompts",
     "repeat_rows",

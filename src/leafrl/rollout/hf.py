@@ -23,7 +23,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from leafrl.models.base import SEQUENCE_KEYS, LastPositionHead, ModelFamily, prefill_prompts, repeat_rows
+from leafrl.models.base import SEQUENCE_KEYS, ModelFamily, prefill_prompts, repeat_rows
+from leafrl.models.logprobs import LastPositionHead
 from leafrl.rollout.record import Rollout, grouped
 
 SURPRISAL_SOURCES = ("processed", "raw")
