@@ -29,7 +29,7 @@ from leafrl.checkpoint import restore, save_checkpoint
 from leafrl.config import TrainConfig, resolve_paths, save_config
 from leafrl.data import load_split
 from leafrl.errors import UserError
-from leafrl.eval.evaluate import evaluate, score_predictions, significance
+from leafrl.eval.evaluate import held_out_of, significance
 from leafrl.losses import loss_normalizer, policy_loss
 from leafrl.models import (
     EMBEDDED_KEYS,
@@ -330,8 +330,8 @@ def held_out(run: Run, during: bool = False) -> HeldOut:
     sampled ones (none ``during`` training unless ``eval.sampled_during``), predictions in row order.
     Each process decodes its share of the rows (rank, rank + processes, ...), scored whole."""
     acc = run.accelerator
-    return _held_out(run.policy, run.family, run.valid, run.cfg, run.cfg.eval.passes(during), acc.process_index,
-                     acc.num_processes)
+    return held_out_of(run.policy, run.family, run.valid, run.cfg, run.cfg.eval.passes(during), acc.process_index,
+                       acc.num_processes)
 
 
 def start_evaluation(cfg: TrainConfig) -> HeldOut:
@@ -342,32 +342,7 @@ def start_evaluation(cfg: TrainConfig) -> HeldOut:
     valid = list(load_split(cfg.data, "valid"))[: cfg.eval.examples]
     model, family = load_checked(cfg.model, resolve_dtype(cfg.model_dtype), cfg.data, {"valid": valid},
                                  cfg.rollout.max_new_tokens, cfg.system)
-    return _held_out(model.eval(), family, valid, cfg, cfg.eval.sampled_passes, 0, 1)
-
-
-def _held_out(policy: Any, family: ModelFamily, valid: list[Any], cfg: TrainConfig, sampled_passes: int, rank: int,
-              processes: int) -> HeldOut:
-    e = cfg.eval
-    rows = list(range(rank, len(valid), processes))
-    result = evaluate(policy, family, [valid[i] for i in rows], max_new_tokens=cfg.rollout.max_new_tokens,
-                      sampled_passes=sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed + rank,
-                      batch_size=e.batch_size, bleu_tokenize=e.bleu_tokenize)
-
-    def in_row_order(values: list) -> list:
-        if processes == 1:
-            return values
-        from accelerate.utils import gather_object
-
-        return [value for _, value in sorted(gather_object(list(zip(rows, values))))]
-
-    references = [ex.reference for ex in valid]
-    greedy, *sampled = [score_predictions(in_row_order(r.predictions), references, in_row_order(r.truncated),
-                                          e.bleu_tokenize)
-                        for r in (result.greedy, *result.sampled)]
-    passes = torch.tensor([r.bleu for r in sampled])
-    return HeldOut(greedy.bleu, float(passes.mean()) if sampled else None,
-                   (float(passes.std()) if len(passes) > 1 else 0.0) if sampled else None,
-                   greedy.predictions, [r.predictions for r in sampled])
+    return held_out_of(model.eval(), family, valid, cfg, cfg.eval.sampled_passes)
 
 
 def memory_hint(cfg: TrainConfig, step: int) -> str:

@@ -95,6 +95,36 @@ def score_predictions(predictions: list[str], references: list[str], truncated: 
 WER_TASKS = ("asr", "transcribe", "transcription")  # tasks whose output is a transcript: WER is reported
 
 
+def held_out_of(policy: Any, family: ModelFamily, valid: Sequence[Any], cfg: Any, sampled_passes: int, rank: int = 0,
+                processes: int = 1) -> HeldOut:
+    """A run's held-out evaluation of ``policy`` (eval mode) on ``valid``, as ``cfg`` (a
+    ``TrainConfig``: its ``eval`` section, ``rollout.max_new_tokens``) sets it: corpus BLEU of a
+    greedy pass and the mean (and spread) of ``sampled_passes`` sampled ones, predictions in row
+    order. Process ``rank`` of ``processes`` decodes rows rank, rank + processes, ...; all are
+    scored whole. What ``leafrl train`` writes in before.json and after.json."""
+    e = cfg.eval
+    rows = list(range(rank, len(valid), processes))
+    result = evaluate(policy, family, [valid[i] for i in rows], max_new_tokens=cfg.rollout.max_new_tokens,
+                      sampled_passes=sampled_passes, temperature=e.temperature, top_p=e.top_p, seed=e.seed + rank,
+                      batch_size=e.batch_size, bleu_tokenize=e.bleu_tokenize)
+
+    def in_row_order(values: list) -> list:
+        if processes == 1:
+            return values
+        from accelerate.utils import gather_object
+
+        return [value for _, value in sorted(gather_object(list(zip(rows, values))))]
+
+    references = [ex.reference for ex in valid]
+    greedy, *sampled = [score_predictions(in_row_order(r.predictions), references, in_row_order(r.truncated),
+                                          e.bleu_tokenize)
+                        for r in (result.greedy, *result.sampled)]
+    passes = torch.tensor([r.bleu for r in sampled])
+    return HeldOut(greedy.bleu, float(passes.mean()) if sampled else None,
+                   (float(passes.std()) if len(passes) > 1 else 0.0) if sampled else None,
+                   greedy.predictions, [r.predictions for r in sampled])
+
+
 def metrics_report(examples: Sequence[Any], evaluation: Evaluation, *, bertscore_model: str | None = None,
                    tokenize: str = "auto") -> dict:
     """Every text metric (``leafrl.eval.metrics.text_metrics``) of the greedy pass and the mean and
