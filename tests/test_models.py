@@ -1,13 +1,12 @@
 """One conformance suite for every model family, on tiny random-config instances of the real
 transformers classes saved to disk and reloaded through ``load_speech_lm``."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, save_tiny_sallm
+from conftest import GRANITE_TEMPLATE, TEXTS, save_granite, save_tiny_sallm
 from leafrl.audio.io import AudioError
 from leafrl.models import (
     EMBEDDED_KEYS,
@@ -24,53 +23,9 @@ from leafrl.models import (
     to_model,
     trim_padding,
 )
-from leafrl.models.base import checkpointed
+from leafrl.models.logprobs import checkpointed
 from leafrl.models.tiny import train_tokenizer
 from leafrl.rollout.hf import generate_completions
-
-GRANITE_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
-GRANITE_TEMPLATE = ("{% for m in messages %}<|start_of_role|>{{ m['role'] }}<|end_of_role|>"
-                    "{{ m['content'] }}<|end_of_text|>\n{% endfor %}"
-                    "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}")
-
-
-def granite_parts():
-    """A tiny Granite Speech model and tokenizer, and its modality LoRA as a peft model."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
-
-    tok = train_tokenizer(TEXTS, 320, GRANITE_SPECIALS, pad="<|pad|>", eos="<|end_of_text|>")
-    tok.chat_template = GRANITE_TEMPLATE
-    config = GraniteSpeechConfig(
-        encoder_config={"input_dim": 160, "num_layers": 1, "hidden_dim": 32, "num_heads": 2,
-                        "dim_head": 16, "output_dim": 8, "context_size": 20, "conv_kernel_size": 3},
-        projector_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                          "intermediate_size": 64, "encoder_hidden_size": 32},
-        text_config={"model_type": "granite", "vocab_size": len(tok), "hidden_size": 32,
-                     "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "num_key_value_heads": 1, "max_position_embeddings": 512},
-        audio_token_index=tok.convert_tokens_to_ids("<|audio|>"), has_lora_adapter=True)
-    torch.manual_seed(0)
-    model = GraniteSpeechForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    # a non-zero modality LoRA on the language model, as the released checkpoints ship one
-    lora = LoraConfig(r=4, target_modules=r".*language_model.*\.(q_proj|v_proj)", init_lora_weights=False)
-    return model, tok, lambda: get_peft_model(model, lora)
-
-
-def save_granite(path):
-    """Laid out like the release: base weights, tokenizer, preprocessor config, and the
-    modality LoRA's adapter_config.json + adapter_model.safetensors in the same directory."""
-    model, tok, with_lora = granite_parts()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "GraniteSpeechFeatureExtractor", "sampling_rate": 16000,
-        "melspec_kwargs": {"sample_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160,
-                           "n_mels": 80}, "projector_window_size": 15, "projector_downsample_rate": 5}))
-    peft_model = with_lora()
-    peft_model.save_pretrained(path)
-    return peft_model
 
 
 def save_text(path):

@@ -217,7 +217,8 @@ def text_dataset(root):
 
 @pytest.mark.parametrize("family", ["granite_speech", "text"])
 def test_other_families_train_through_the_same_loop(setting, tmp_path, family):
-    from test_models import save_granite, save_text
+    from conftest import save_granite
+    from test_models import save_text
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()

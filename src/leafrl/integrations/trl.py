@@ -2,13 +2,24 @@
 are replaced by LEAF's per-token ones [N, T] (TRL's loss takes 2-D advantages), or with
 ``algo="leafrl"`` by leafrl's own credit (``leafrl.token_credit.leafrl_advantages``). Everything else
 (generation, rewards, KL, clipping, logging, accelerate) is TRL's. Supported: trl 1.16 (the
-``leafrl[trl]`` extra pins it); text models (TRL does not carry audio features into its loss
-forward, so speech models train with ``leafrl train``).
+``leafrl[trl]`` extra pins it). With ``fork_budget=0`` the advantages are TRL's GRPO ones.
 
     from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer
 
     args = LeafGRPOConfig(output_dir="out", num_generations=8, fork_budget=2)  # GRPOConfig + LeafConfig fields
     trainer = LeafGRPOTrainer(model=..., reward_funcs=..., args=args, train_dataset=...)
+
+Speech models (every family leafrl trains with audio): pass ``model`` as a path, a hub name or
+``builtin:NAME`` (loaded with ``leafrl.models.load_speech_lm``), or the model together with its
+``family``; the dataset holds an audio column (``LeafGRPOConfig.audio_column``, "audio": a file
+path, ``{"array", "sampling_rate"}``, ``{"bytes", "path"}``; resampled to the family's rate) beside
+its prompt (a string, or one user message after at most one system message). The family builds
+each prompt (chat template, audio placeholder) and its audio features; the features follow their
+rows through generation, TRL's shuffling and splitting into ``steps_per_generation`` batches, and
+every forward TRL makes (old policy, reference, loss). Those forwards score completions with
+leafrl's own ``completion_logprobs`` (and its entropies), the function ``leafrl train`` uses, whose
+check of the output head's scaling TRL's fused head does not make. vLLM, tools, environments and
+``rollout_func`` are text-only here.
 
 TRL may split a prompt's group across processes, so every process gathers the completion ids,
 masks, surprisal and rewards of all, builds the trees of every group once, and keeps its own
@@ -24,6 +35,8 @@ credit needs none. LEAF's statistics are logged as
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +46,13 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 from trl import GRPOConfig, GRPOTrainer
 
 from leafrl.advantages import LeafConfig, leaf_advantages
+from leafrl.audio.io import load_audio
+from leafrl.errors import UserError
 from leafrl.identity import of_model, save_adapter
+from leafrl.models import FAMILIES, ModelFamily, family_of, load_speech_lm, locate, model_config, to_model
+from leafrl.models.logprobs import completion_logprobs
+from leafrl.rewards import compute_rewards, resolve_reward
+from leafrl.rollout.batch import as_text, special_texts
 from leafrl.rollout.hf import SampledSurprisal
 from leafrl.token_credit import leafrl_advantages
 
@@ -50,6 +69,8 @@ class LeafGRPOConfig(GRPOConfig):
     terms: str = field(default=LeafConfig.terms, metadata={"help": "both | global | local"})
     normalize: str = field(default=LeafConfig.normalize, metadata={"help": "span_zscore | none"})
     boundaries: str = field(default=LeafConfig.boundaries, metadata={"help": "surprisal | trie"})
+    audio_column: str = field(default="audio", metadata={"help": "the dataset column holding each row's audio "
+                                                                 "(speech models)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,22 +109,165 @@ def leaf_rows(accelerator: Any, ids: torch.Tensor, mask: torch.Tensor, surprisal
     return adv[mine, :width], {} if stats is None else stats.as_dict()
 
 
-class LeafGRPOTrainer(GRPOTrainer):
-    """``trl.GRPOTrainer`` with LEAF's span advantages (or leafrl's credit); ``args`` is a ``LeafGRPOConfig``."""
+def trl_dataset(data: str, split: str = "train", system: str | None = None) -> Any:
+    """A leafrl dataset's ``split`` (a manifest directory, a saved dataset, ``builtin:NAME``) as a
+    TRL dataset: ``id``, ``prompt`` (the row's user message, after ``system`` if given), ``audio``
+    (as leafrl reads it: a path, bytes or an array with its rate; None on text rows), ``reference``."""
+    from datasets import Dataset
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    from leafrl.data import load_split
+
+    head = [] if system is None else [{"role": "system", "content": system}]
+    return Dataset.from_list([{"id": ex.id, "prompt": [*head, {"role": "user", "content": ex.prompt}],
+                               "audio": ex.audio, "reference": ex.reference} for ex in load_split(data, split)])
+
+
+def trl_reward(name: str = "bleu", bleu_tokenize: str = "auto") -> Callable[..., list[float]]:
+    """leafrl's reward ``name`` (``leafrl.rewards.resolve_reward``: bleu, chrf, wer, exact, f1 or
+    ``module:function``) as a TRL reward function of the completions and the dataset's ``reference``
+    column, scored as ``leafrl train`` scores them (``compute_rewards``, rows named by ``id``)."""
+    reward = resolve_reward(name, bleu_tokenize)
+
+    def leafrl_reward(completions: list, reference: list[str], **columns: Any) -> list[float]:
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return compute_rewards(reward, texts, reference, columns.get("id") or [str(i) for i in range(len(texts))])
+
+    leafrl_reward.__name__ = name.replace(":", ".")  # TRL logs rewards/<name>
+    return leafrl_reward
+
+
+def speech_model(model: Any, family: ModelFamily | None) -> tuple[Any, ModelFamily | None]:
+    """(model, family) for the trainer: a speech model's path, hub name or ``builtin:NAME`` loaded
+    with ``load_speech_lm``; a loaded speech model with the ``family`` it came with. The family is
+    None for a text-only causal LM, which TRL loads and tokenizes itself. A model leafrl does not
+    know is refused in one line naming it."""
+    name = model if isinstance(model, str) else getattr(model.config, "name_or_path", type(model).__name__)
+    try:
+        model_type = model_config(model).model_type if isinstance(model, str) else model.config.model_type
+        family_of(model_type)  # refuses a model_type leafrl does not know
+    except UserError as err:
+        raise UserError(f"model {name}: {err}") from None
+    speech = model_type in FAMILIES  # the families with audio
+    if isinstance(model, str):
+        if family is not None:
+            raise ValueError("LeafGRPOTrainer: family= goes with a loaded model; a model's path loads its own")
+        return load_speech_lm(model) if speech else (locate(model), None)
+    if speech and family is None:
+        raise UserError(f"model {name}: a {model_type} model needs its family: pass family= as "
+                        "leafrl.models.load_speech_lm gives it, or pass the model's path")
+    return model, family if speech else None
+
+
+def speech_prompt(prompt: Any, where: str) -> tuple[str, str | None]:
+    """(user text, system text or None) of a TRL prompt, for a family's ``build_prompt``: a string,
+    or messages holding one user turn after at most one system turn (their text blocks joined;
+    an audio block is where the family puts the row's audio anyway)."""
+    if isinstance(prompt, str):
+        return prompt, None
+    roles = [m.get("role") for m in prompt]
+    if roles not in (["user"], ["system", "user"]):
+        raise UserError(f"{where}: a speech model's prompt is one user message after at most one system "
+                        f"message, got roles {roles}")
+    texts = []
+    for message in prompt:
+        content = message["content"]
+        if not isinstance(content, str):
+            kinds = {block.get("type") for block in content} - {"text", "audio"}
+            if kinds:
+                raise UserError(f"{where}: a speech model's prompt holds text and audio, not {sorted(kinds)}")
+            content = "".join(block["text"] for block in content if block["type"] == "text")
+        texts.append(content)
+    return texts[-1], texts[0] if len(texts) == 2 else None
+
+
+def outside_language_model(model: Any) -> list[Any]:
+    """The modules of ``model`` neither in its language model (``get_decoder()``) nor holding it:
+    a speech model's audio encoder and projector (and output head)."""
+    decoder = model.get_decoder()
+    root = next(name for name, module in model.named_modules() if module is decoder)
+    return [module for name, module in model.named_modules()
+            if not (name == root or name.startswith(root + ".") or name == "" or root.startswith(name + "."))]
+
+
+def distinct_prompts(prompts: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Rows that repeat the row before them in every input (TRL lays a prompt's completions out in a
+    row) kept once: (the distinct rows [G, ...], prompt_of_row [N] into them), so that
+    ``completion_logprobs`` runs each prompt and its audio once."""
+    same = torch.ones(len(prompts["input_ids"]), dtype=torch.bool, device=prompts["input_ids"].device)
+    same[0] = False
+    for value in prompts.values():
+        same[1:] &= (value[1:] == value[:-1]).flatten(1).all(1)
+    return {key: value[~same] for key, value in prompts.items()}, (~same).cumsum(0) - 1
+
+
+def row_name(row: dict, prompt: str) -> str:
+    """How errors name a dataset row: its ``id``, else the start of its prompt."""
+    return str(row["id"]) if row.get("id") is not None else f"{prompt[:40]}..." if len(prompt) > 40 else prompt
+
+
+class LeafGRPOTrainer(GRPOTrainer):
+    """``trl.GRPOTrainer`` with LEAF's span advantages (or leafrl's credit); ``args`` is a
+    ``LeafGRPOConfig``. ``family``: a loaded speech model's (``leafrl.models.load_speech_lm``)."""
+
+    def __init__(self, model: Any, *args: Any, family: ModelFamily | None = None, **kwargs: Any) -> None:
+        model, self.family = speech_model(model, family)
+        self._rows: list[dict] | None = None  # the rows being generated for (speech models)
+        self._audio: dict[str, torch.Tensor] | None = None  # audio inputs of the rows being scored
+        if self.family is not None and kwargs.get("processing_class") is None:
+            kwargs["processing_class"] = self.family.tokenizer
+        super().__init__(model, *args, **kwargs)
         if not isinstance(self.args, LeafGRPOConfig):
             raise ValueError(f"LeafGRPOTrainer: args must be a LeafGRPOConfig, got {type(self.args).__name__}")
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("LeafGRPOTrainer: LEAF values nodes by their members' mean reward, so it needs one reward "
                              "per completion: multi_objective_aggregation='sum_then_normalize'")
+        if self.family is not None:
+            self._check_speech(kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
+            self._audio_modules = outside_language_model(self.accelerator.unwrap_model(self.model))
         self.leaf = self.args.leaf_config() if self.args.algo == "leaf" else None
         self._leaf_rewards: torch.Tensor | None = None
         self._sampled_surprisal: torch.Tensor | None = None  # [N, T] of the last generation, when kept
         base = self.model.config
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         self._base = of_model(base.name_or_path, self.model, tokenizer)  # saved beside each adapter
+
+    def _check_speech(self, train: Any, evaluation: Any) -> None:
+        """A speech model's trainer: generation by transformers' ``generate``, an audio column in
+        every dataset, and the audio placeholders never sampled (a sampled one would be read as an
+        audio slot in the forwards that score the completion)."""
+        for name, used in (("use_vllm", self.use_vllm), ("use_transformers_continuous_batching",
+                                                           self.use_transformers_continuous_batching),
+                           ("tools", self.tools), ("environment_factory", self.environment_factories),
+                           ("rollout_func", self.rollout_func)):
+            if used:
+                raise ValueError(f"LeafGRPOTrainer: {name} is text-only; a speech model generates with "
+                                 "transformers' generate")
+        column = self.args.audio_column
+        splits = evaluation.items() if isinstance(evaluation, dict) else [("eval_dataset", evaluation)]
+        for name, dataset in [("train_dataset", train), *splits]:
+            columns = getattr(dataset, "column_names", None)
+            if columns is not None and column not in columns:
+                raise UserError(f"{name}: no {column!r} column, but {self.family.name} needs a clip per prompt "
+                                f"(its columns: {', '.join(columns)}; LeafGRPOConfig.audio_column names it)")
+        suppressed = sorted({*(self.generation_config.suppress_tokens or []), *self.family.suppress_token_ids})
+        self.generation_config.suppress_tokens = suppressed
+        self.generation_kwargs["suppress_tokens"] = suppressed  # TRL hands generate both
+
+    @contextmanager
+    def _audio_frozen(self) -> Iterator[None]:
+        """A speech model's modules outside its language model (audio encoder, projector: frozen) in
+        eval mode, so they run without dropout in TRL's training forwards, as in ``leafrl train``."""
+        if self.family is None:
+            yield
+            return
+        training = [m for m in self._audio_modules if m.training]
+        for module in training:
+            module.training = False
+        try:
+            yield
+        finally:
+            for module in training:
+                module.training = True
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """TRL's save, and beside a LoRA adapter the base model it is trained on, which every
@@ -112,6 +276,66 @@ class LeafGRPOTrainer(GRPOTrainer):
         folder = Path(output_dir or self.args.output_dir)
         if (folder / "adapter_config.json").is_file():
             save_adapter(folder, self._base)
+
+    def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], Any, dict]:
+        """TRL's, for a text model; for a speech model the family's: each row's prompt built with
+        its chat template and audio placeholder, and its audio inputs (kept for the scoring passes)."""
+        if self.family is None:
+            return super()._tokenize_prompts(prompts)
+        family, column = self.family, self.args.audio_column
+        if self._rows is None or len(self._rows) != len(prompts):
+            raise RuntimeError("LeafGRPOTrainer: prompts to tokenize without their dataset rows")
+        specials = special_texts(family.tokenizer)
+        texts, audios, names = [], [], []
+        for row, prompt in zip(self._rows, prompts):
+            text, system = speech_prompt(prompt, f"row {row_name(row, str(prompt))!r}")
+            name = row_name(row, text)
+            if row.get(column) is None:
+                raise UserError(f"row {name!r}: no audio in column {column!r}, but {family.name} needs a clip "
+                                "per prompt")
+            texts.append(family.build_prompt(as_text(text, specials), None if system is None else as_text(system,
+                                                                                                        specials)))
+            audios.append(load_audio(row[column], sampling_rate=family.sampling_rate, example_id=name))
+            names.append(name)
+        encoded = family.encode(texts, audios, names)
+        ids, mask = encoded.pop("input_ids"), encoded.pop("attention_mask").bool()
+        self._audio = to_model(encoded, self.accelerator.unwrap_model(self.model))
+        return [row[keep].tolist() for row, keep in zip(ids, mask)], None, dict(self._audio)
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                           logits_to_keep: int, batch_size: int | None = None,
+                                           compute_entropy: bool = False, compute_aux_loss: bool = False,
+                                           **images: Any) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """TRL's, for text rows; for rows with audio (``self._audio``, [N, ...] each), leafrl's
+        ``completion_logprobs`` (and entropies) of the last ``logits_to_keep`` tokens, ``batch_size``
+        rows per forward. Shapes: input_ids / attention_mask [N, P + T]; returns [N, T] each."""
+        if self._audio is None:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              batch_size, compute_entropy, compute_aux_loss,
+                                                              **images)
+        if compute_aux_loss:
+            raise ValueError("LeafGRPOTrainer: a mixture-of-experts load-balancing loss is not computed on speech rows")
+        t, logps, entropies = logits_to_keep, [], []
+        for rows in torch.arange(len(input_ids), device=input_ids.device).split(batch_size or len(input_ids)):
+            prompts, of_row = distinct_prompts({"input_ids": input_ids[rows, :-t], "attention_mask": attention_mask[
+                rows, :-t], **{key: value[rows] for key, value in self._audio.items()}})
+            with self.accelerator.autocast():
+                out = completion_logprobs(model, prompts, input_ids[rows, -t:], attention_mask[rows, -t:].bool(),
+                                          self.family.keeps_logits, of_row, self.temperature, compute_entropy)
+            logps.append(out[0] if compute_entropy else out)
+            entropies.append(out[1] if compute_entropy else None)
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    def _compute_loss(self, model: Any, inputs: dict) -> torch.Tensor:
+        """TRL's loss; the rows' audio inputs (carried in ``inputs`` since generation) go to its forward."""
+        if self.family is None:
+            return super()._compute_loss(model, inputs)
+        self._audio = {key: inputs[key] for key in self.family.row_keys if key not in ("input_ids", "attention_mask")}
+        try:
+            with self._audio_frozen():
+                return super()._compute_loss(model, inputs)
+        finally:
+            self._audio = None
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any:
         """TRL's generation; for LEAF with transformers' ``generate`` (no vLLM, no tools), a logits
@@ -146,7 +370,14 @@ class LeafGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         self._sampled_surprisal = None  # set by this generation's _generate_single_turn, if it keeps it
-        out = super()._generate_and_score_completions(inputs)
+        self._rows = inputs  # read by _tokenize_prompts, which sets self._audio for a speech model
+        try:
+            with self._audio_frozen():
+                out = super()._generate_and_score_completions(inputs)
+        finally:
+            audio, self._rows, self._audio = self._audio, None, None
+        if audio is not None:  # [N, ...] per row: shuffled and split with the rest, read by _compute_loss
+            out |= audio
         if not self.model.training:  # evaluation uses no advantages
             return out
         ids, mask = out["completion_ids"], out["completion_mask"]
@@ -159,10 +390,14 @@ class LeafGRPOTrainer(GRPOTrainer):
         if logp is None:
             logp = out.get("old_per_token_logps")
         if logp is None and self.leaf is not None:
-            with torch.no_grad():
-                logp = self._get_per_token_logps_and_entropies(
-                    self.model, torch.cat([out["prompt_ids"], ids], 1), torch.cat([out["prompt_mask"], mask], 1),
-                    ids.size(1), batch_size=self.args.per_device_train_batch_size)[0]
+            self._audio = audio
+            try:
+                with torch.no_grad():
+                    logp = self._get_per_token_logps_and_entropies(
+                        self.model, torch.cat([out["prompt_ids"], ids], 1), torch.cat([out["prompt_mask"], mask], 1),
+                        ids.size(1), batch_size=self.args.per_device_train_batch_size)[0]
+            finally:
+                self._audio = None
         weights = self.reward_weights.to(self._leaf_rewards.device)
         rewards = (self._leaf_rewards * weights).nansum(1)
         rewards[self._leaf_rewards.isnan().all(1)] = torch.nan
