@@ -12,7 +12,8 @@ pytest.importorskip("trl")
 from conftest import noise, save_granite, save_tiny_sallm  # noqa: E402
 from leafrl.audio.io import load_audio  # noqa: E402
 from leafrl.errors import UserError  # noqa: E402
-from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer, distinct_prompts  # noqa: E402
+from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer  # noqa: E402
+from leafrl.integrations.trl_inputs import distinct_prompts  # noqa: E402
 from leafrl.models import completion_logprobs, load_speech_lm, lora_config, to_model  # noqa: E402
 
 SAVERS = {"qwen2_audio": save_tiny_sallm, "granite_speech": save_granite}
@@ -51,8 +52,8 @@ def make_speech_trainer(path, out, rows=None, batch=4, per_generation=2, **leaf)
                           logging_steps=1,
                           disable_tqdm=True, seed=0, max_steps=2, per_device_train_batch_size=batch,
                           steps_per_generation=per_generation, num_generations=4, max_completion_length=8,
-                          learning_rate=1e-2, gradient_checkpointing=False, shuffle_dataset=False,
-                          **{"beta": 0.02, "temperature": 0.9, **leaf})
+                          learning_rate=1e-2, shuffle_dataset=False,
+                          **{"beta": 0.02, "temperature": 0.9, "gradient_checkpointing": False, **leaf})
     dataset = Dataset.from_list(rows if rows is not None else speech_rows(4, 1))
     return LeafGRPOTrainer(model=model, family=family, reward_funcs=length_reward, args=args, train_dataset=dataset,
                            peft_config=lora_config(model, rank=4, alpha=8, dropout=0.0))
@@ -162,6 +163,20 @@ def test_trains_a_speech_model_and_fork_budget_0_is_trls_grpo(speech_model, tmp_
     want = seen["trl"][:, None].expand_as(leaf)
     torch.testing.assert_close(leaf[mask], want[mask], atol=1e-3, rtol=1e-3)
     assert seen["trl"].abs().max() > 0.1
+
+
+def test_gradient_checkpointing_checkpoints_the_language_models_layers(speech_model, tmp_path):
+    """TRL's gradient_checkpointing (its default) on a speech model: transformers refuses it for
+    some multimodal classes, so the language model's layers are checkpointed instead, and it trains."""
+    from leafrl.models.logprobs import checkpointed
+
+    _, path = speech_model
+    trainer = make_speech_trainer(path, tmp_path, rows=speech_rows(4, 1), gradient_checkpointing=True)
+    trainer.model.train()
+    assert checkpointed(trainer.model)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if p.requires_grad)
 
 
 def test_each_run_of_repeated_prompts_is_read_once():

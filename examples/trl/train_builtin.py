@@ -48,8 +48,9 @@ def trl_args(cfg: TrainConfig, out: Path, fork_budget: int) -> LeafGRPOConfig:
         max_grad_norm=o.grad_clip, lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": o.min_lr_ratio}, warmup_steps=o.warmup_frac,
         beta=loss.beta, epsilon=loss.clip_low, epsilon_high=loss.clip_high, loss_type="grpo",  # per-sequence mean
-        gradient_checkpointing=False, fork_budget=fork_budget, min_prefix_tokens=leaf.min_prefix_tokens,
-        terms=leaf.terms, normalize=leaf.normalize, boundaries=leaf.boundaries)
+        gradient_checkpointing=cfg.gradient_checkpointing, fork_budget=fork_budget,
+        min_prefix_tokens=leaf.min_prefix_tokens, terms=leaf.terms, normalize=leaf.normalize,
+        boundaries=leaf.boundaries)
 
 
 def main() -> None:
