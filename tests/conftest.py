@@ -108,3 +108,47 @@ def save_granite(path):
     peft_model = with_lora()
     peft_model.save_pretrained(path)
     return peft_model
+
+
+@pytest.fixture
+def trls_advantages(monkeypatch):
+    """{"trl": [N]}: the GRPO advantages TRL's own GRPOTrainer gave the last batch it scored,
+    recorded before LeafGRPOTrainer replaces them."""
+    from trl import GRPOTrainer
+
+    seen = {}
+    original = GRPOTrainer._generate_and_score_completions
+
+    def recording(self, inputs):
+        out = original(self, inputs)
+        seen["trl"] = out["advantages"].clone()
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", recording)
+    return seen
+
+
+def assert_trls_grpo(batch, trls):
+    """Every completion token of ``batch`` (LeafGRPOTrainer's scored batch) has its response's TRL
+    GRPO advantage (TRL adds 1e-4 to the std), padding 0; the rewards differed."""
+    leaf, mask = batch["advantages"], batch["completion_mask"].bool()
+    assert leaf.dim() == 2 and leaf.shape == mask.shape and not leaf[~mask].any()
+    want = trls["trl"][:, None].expand_as(leaf)
+    torch.testing.assert_close(leaf[mask], want[mask], atol=1e-3, rtol=1e-3)
+    assert trls["trl"].abs().max() > 0.1  # rewards differed, so the comparison has content
+
+
+def torchrun_two(script_text, tmp_path):
+    """Run ``script_text`` (Python whose main process writes ``tmp_path / "result.json"``) under
+    torchrun with 2 CPU processes (gloo, even where there is a GPU); returns that JSON."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "two.py"
+    script.write_text(script_text)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((tmp_path / "result.json").read_text())

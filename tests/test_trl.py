@@ -7,6 +7,7 @@ import torch
 
 pytest.importorskip("trl")
 
+from conftest import assert_trls_grpo, torchrun_two  # noqa: E402
 from leafrl.advantages import LeafConfig, leaf_advantages  # noqa: E402
 from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer, leaf_rows  # noqa: E402
 from leafrl.token_credit import leafrl_advantages  # noqa: E402
@@ -74,31 +75,16 @@ def test_trains_and_logs_leaf_statistics(tiny_text, tmp_path):
     assert moved
 
 
-def test_fork_budget_0_gives_trls_grpo_advantages(tmp_path, monkeypatch):
+def test_fork_budget_0_gives_trls_grpo_advantages(tmp_path, trls_advantages):
     """No boundary: one span per response, LEAF's advantage of every token is the response's
     z-scored reward, which is TRL's GRPO advantage (TRL adds 1e-4 to the std)."""
-    from trl import GRPOTrainer
-
-    seen = {}
-    original = GRPOTrainer._generate_and_score_completions
-
-    def recording(self, inputs):
-        out = original(self, inputs)
-        seen.setdefault("trl", out["advantages"].clone())
-        return out
-
-    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", recording)
     # a sharp model: its completions share prefixes, so fork_budget 2 would not match (tested below)
     trainer = make_trainer(save_text_model(tmp_path / "sharp", sharpness=40.0), tmp_path, temperature=0.7,
                            fork_budget=0)
     trainer.model.train()  # as in a training step
     batch = trainer._generate_and_score_completions([{"prompt": [{"role": "user", "content": p}]}
                                                      for p in PROMPTS[:2] for _ in range(4)])
-    leaf, mask = batch["advantages"], batch["completion_mask"].bool()
-    assert leaf.dim() == 2 and leaf.shape == mask.shape and not leaf[~mask].any()
-    want = seen["trl"][:, None].expand_as(leaf)
-    torch.testing.assert_close(leaf[mask], want[mask], atol=1e-3, rtol=1e-3)
-    assert seen["trl"].abs().max() > 0.1  # rewards differed, so the comparison has content
+    assert_trls_grpo(batch, trls_advantages)
 
 
 class TwoProcesses:
@@ -199,21 +185,11 @@ if trainer.accelerator.is_main_process:
 def test_two_processes_train_with_groups_split_between_them(tiny_text, tmp_path):
     """torchrun, 2 CPU processes (gloo): 3 groups of 4 over 2 x 6 rows, so one group has rows on
     both; each process keeps its 6 rows and the run logs LEAF's statistics."""
-    import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    script = tmp_path / "two.py"
-    result = tmp_path / "result.json"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), model=str(tiny_text), out=str(tmp_path / "out"),
-                                    result=str(result)))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
-                         capture_output=True, text=True, timeout=600, env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(result.read_text())
+    summary = torchrun_two(SCRIPT.format(tests=str(Path(__file__).parent), model=str(tiny_text),
+                                         out=str(tmp_path / "out"), result=str(tmp_path / "result.json")),
+                           tmp_path)
     assert summary["processes"] == 2 and set(summary["rows"]) == {6}
     assert "leaf/fork_fire_rate" in summary["log"]
 

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("trl")
 
-from conftest import noise, save_granite, save_tiny_sallm  # noqa: E402
+from conftest import assert_trls_grpo, noise, save_granite, save_tiny_sallm, torchrun_two  # noqa: E402
 from leafrl.audio.io import load_audio  # noqa: E402
 from leafrl.errors import UserError  # noqa: E402
 from leafrl.integrations.trl import LeafGRPOConfig, LeafGRPOTrainer  # noqa: E402
@@ -134,11 +134,9 @@ def test_log_probs_inside_trl_equal_leafrls_own(speech_model, tmp_path):
         assert entropies.shape == logps.shape and (entropies[part_mask] > 0).all()
 
 
-def test_trains_a_speech_model_and_fork_budget_0_is_trls_grpo(speech_model, tmp_path, monkeypatch):
+def test_trains_a_speech_model_and_fork_budget_0_is_trls_grpo(speech_model, tmp_path, trls_advantages):
     """A speech model trains through TRL (its LoRA moves, LEAF's statistics are logged); at
     fork_budget 0 every token's advantage is TRL's GRPO advantage of its response."""
-    from trl import GRPOTrainer
-
     _, path = speech_model
     trainer = make_speech_trainer(path, tmp_path / "leaf", rows=speech_rows(4, 1), fork_budget=2)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -146,23 +144,9 @@ def test_trains_a_speech_model_and_fork_budget_0_is_trls_grpo(speech_model, tmp_
     assert "leaf/fork_fire_rate" in trainer.state.log_history[0]
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if p.requires_grad)
 
-    seen = {}
-    original = GRPOTrainer._generate_and_score_completions
-
-    def recording(self, inputs):
-        out = original(self, inputs)
-        seen.setdefault("trl", out["advantages"].clone())
-        return out
-
-    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", recording)
     trainer = make_speech_trainer(path, tmp_path / "grpo", fork_budget=0, temperature=1.5)
     trainer.model.train()
-    batch = trainer._generate_and_score_completions(speech_rows(2, 4))
-    leaf, mask = batch["advantages"], batch["completion_mask"].bool()
-    assert leaf.shape == mask.shape and not leaf[~mask].any()
-    want = seen["trl"][:, None].expand_as(leaf)
-    torch.testing.assert_close(leaf[mask], want[mask], atol=1e-3, rtol=1e-3)
-    assert seen["trl"].abs().max() > 0.1
+    assert_trls_grpo(trainer._generate_and_score_completions(speech_rows(2, 4)), trls_advantages)
 
 
 def test_gradient_checkpointing_checkpoints_the_language_models_layers(speech_model, tmp_path):
@@ -269,22 +253,12 @@ if trainer.accelerator.is_main_process:
 def test_two_processes_train_a_speech_model_with_groups_split_between_them(tmp_path):
     """torchrun, 2 CPU processes (gloo): 3 groups of 4 audio rows over 2 x 6 rows, so one group has
     rows on both; each process carries the audio of its own 6 rows and the run logs LEAF's statistics."""
-    import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     model = save_tiny_sallm(tmp_path / "model")
-    script = tmp_path / "two.py"
-    result = tmp_path / "result.json"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), model=str(model), out=str(tmp_path / "out"),
-                                    result=str(result)))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
-                         capture_output=True, text=True, timeout=600, env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(result.read_text())
+    summary = torchrun_two(SCRIPT.format(tests=str(Path(__file__).parent), model=str(model),
+                                         out=str(tmp_path / "out"), result=str(tmp_path / "result.json")),
+                           tmp_path)
     assert summary["processes"] == 2 and "leaf/fork_fire_rate" in summary["log"]
     first = [process[0] for process in summary["seen"]]  # each process's first generation
     assert [[rows, features] for rows, features, _ in first] == [[6, 6], [6, 6]]

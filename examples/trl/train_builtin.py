@@ -7,7 +7,7 @@ evaluation ``leafrl train`` writes in before.json / after.json (``leafrl.eval.ev
     python examples/trl/train_builtin.py                   # LEAF, the recipe's 120 steps
     python examples/trl/train_builtin.py --fork-budget 0   # TRL's own GRPO on the speech model
 
-On 2 CPU cores: about 6 minutes (the task is synthesized first if $LEAFRL_CACHE lacks it). Writes
+On 2 CPU cores: about 5 minutes (the task is synthesized first, 40 s, if $LEAFRL_CACHE lacks it). Writes
 OUT/result.json (BLEU before/after, seconds per RL step) and the LoRA adapter in OUT/adapter, which
 ``leafrl eval --adapter OUT/adapter`` scores with every metric.
 """

@@ -146,7 +146,7 @@ class LeafGRPOTrainer(GRPOTrainer):
             raise ValueError("LeafGRPOTrainer: LEAF values nodes by their members' mean reward, so it needs one reward "
                              "per completion: multi_objective_aggregation='sum_then_normalize'")
         if self.family is not None:
-            self._check_speech(kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
+            self._check_speech(self.train_dataset, self.eval_dataset)
             self._audio_modules = outside_language_model(self.accelerator.unwrap_model(self.model))
         self.leaf = self.args.leaf_config() if self.args.algo == "leaf" else None
         self._leaf_rewards: torch.Tensor | None = None
@@ -217,8 +217,8 @@ class LeafGRPOTrainer(GRPOTrainer):
             if row.get(column) is None:
                 raise UserError(f"row {name!r}: no audio in column {column!r}, but {family.name} needs a clip "
                                 "per prompt")
-            texts.append(family.build_prompt(as_text(text, specials), None if system is None else as_text(system,
-                                                                                                        specials)))
+            system = None if system is None else as_text(system, specials)
+            texts.append(family.build_prompt(as_text(text, specials), system))
             audios.append(load_audio(row[column], sampling_rate=family.sampling_rate, example_id=name))
             names.append(name)
         encoded = family.encode(texts, audios, names)
