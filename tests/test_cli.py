@@ -191,3 +191,18 @@ def test_train_on_the_builtin_base_model_ends_with_the_table_and_examples(tmp_pa
         assert noise not in text
     summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
     assert {"valid_bleu_p_value", "valid_bleu_sampled_p_value"} <= set(summary)
+
+
+def test_a_finished_process_of_a_distributed_run_exits_0_with_its_output_written():
+    """Under torchrun (WORLD_SIZE > 1) a finished command leaves without interpreter finalization,
+    where gloo's teardown can abort it: its output is flushed first, and a failure keeps its status."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    done = subprocess.run([sys.executable, "-m", "leafrl.cli", "recipes"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "builtin-conventions" in done.stdout
+    failed = subprocess.run([sys.executable, "-m", "leafrl.cli", "eval", "--limit", "0"], capture_output=True,
+                            text=True, env=env)
+    assert failed.returncode == 1 and "--limit" in failed.stderr

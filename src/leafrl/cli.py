@@ -272,6 +272,15 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     try:
         app(args=argv, prog_name="leafrl")
+    except SystemExit as done:
+        if done.code in (0, None) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # a finished process of a distributed run leaves without interpreter finalization: gloo's
+            # worker thread may still be freeing a finished collective's tensors, which needs the
+            # interpreter and aborts the process there ("terminate called without an active exception")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        raise
     except UserError as err:
         if os.environ.get("LEAFRL_TRACEBACK"):
             raise
