@@ -35,14 +35,14 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True, cwd=ROOT)
 
 
-def leafrl_side(out: Path, steps: int) -> dict:
+def leafrl_side(out: Path) -> dict:
     """``leafrl train``'s BLEU (summary.json) and seconds per step (metrics.jsonl's phases)."""
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     seconds = [sum(v for k, v in row.items() if k.startswith("time/")) for row in rows if "time/update" in row]
     return {"greedy": (summary["valid_bleu_before"], summary["valid_bleu_after"]),
             "sampled": (summary["valid_bleu_sampled_before"], summary["valid_bleu_sampled_after"]),
-            "median": statistics.median(seconds), "mean": statistics.fmean(seconds), "steps": len(seconds)}
+            "median": statistics.median(seconds), "mean": statistics.fmean(seconds)}
 
 
 def trl_side(out: Path) -> dict:
@@ -50,7 +50,7 @@ def trl_side(out: Path) -> dict:
     result = json.loads((out / "result.json").read_text())
     return {"greedy": (result["before_bleu"], result["after_bleu"]),
             "sampled": (result["before_bleu_sampled"], result["after_bleu_sampled"]),
-            "median": None, "mean": result["seconds_per_step"], "steps": result["steps"]}
+            "median": None, "mean": result["seconds_per_step"]}
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
          "--quiet", *budget])
     run([sys.executable, "examples/trl/train_builtin.py", "--steps", str(args.steps), "--fork-budget",
          str(args.fork_budget), "--out", str(out / "trl")])
-    sides = {"leafrl train": leafrl_side(out / "leafrl", args.steps), "TRL LeafGRPOTrainer": trl_side(out / "trl")}
+    sides = {"leafrl train": leafrl_side(out / "leafrl"), "TRL LeafGRPOTrainer": trl_side(out / "trl")}
     print(f"\n{args.steps} RL steps, {algo} (B {args.fork_budget}), built-in recipe, held-out BLEU before -> after")
     print(f"{'':22}{'greedy':>18}{'sampled':>18}{'s/step median':>15}{'s/step mean':>13}")
     for name, side in sides.items():
